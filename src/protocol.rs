@@ -1,0 +1,374 @@
+//! The wire protocol: bytes of one WebSocket message in, a typed [`Call`] out;
+//! a typed [`Reply`] in, JSON text out. Pure: no sockets, no state.
+//!
+//! Calls and replies are JSON arrays whose first element names them, as in the
+//! original DIVA.EXCHANGE signal server v2.2.x (see docs/PROTOCOL.md).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde_json::value::RawValue;
+
+/// One parsed client call. Strings borrow from the message where they can.
+#[derive(Debug, PartialEq)]
+pub enum Call<'a> {
+    /// `["ident"]`: ask for a fresh random ident.
+    Ident,
+    /// `["join", IDENT, ROOM]`: take the address `ROOM:IDENT`.
+    Join { ident: Cow<'a, str>, room: Cow<'a, str> },
+    /// `["signal", FROM, TO, DATA]`: relay DATA from address FROM to address TO.
+    Signal {
+        from: Cow<'a, str>,
+        to: Cow<'a, str>,
+        /// The client's JSON text of DATA, forwarded byte for byte.
+        data: RawJson<'a>,
+    },
+    /// `["leave", ADDRESS]`: give an address up.
+    Leave { address: Cow<'a, str> },
+    /// `["ping"]`: liveness check, answered with `["pong"]`.
+    Ping,
+}
+
+impl Call<'_> {
+    /// The call's name as it appears on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Ident => "ident",
+            Call::Join { .. } => "join",
+            Call::Signal { .. } => "signal",
+            Call::Leave { .. } => "leave",
+            Call::Ping => "ping",
+        }
+    }
+}
+
+/// The text of one JSON value exactly as the client sent it. Only the parser makes
+/// these, so the text is always valid JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// Why a call was refused. The code is the stable word sent in `error` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The message is not JSON.
+    BadJson,
+    /// JSON, but not an array whose first element is a string, or wrong arguments.
+    BadRequest,
+    /// The call's name is not one we know.
+    UnknownCall,
+    /// The address is held by another connection.
+    Taken,
+    /// This connection already holds the address.
+    AlreadyJoined,
+    /// The address named as sender is not held by this connection.
+    NotOwner,
+    /// No connection holds the address named as recipient.
+    UnknownPeer,
+    /// A message over the size limit.
+    TooLarge,
+    /// A per-connection or per-room limit is reached.
+    Limit,
+    /// Too many messages in too short a time.
+    RateLimited,
+    /// The server could not do it (for example, no randomness available).
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad-json",
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::UnknownCall => "unknown-call",
+            ErrorCode::Taken => "taken",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::NotOwner => "not-owner",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Limit => "limit",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A call that could not be parsed: what to answer with.
+#[derive(Debug, PartialEq)]
+pub struct ParseError {
+    /// The call's name when it could be read, else "".
+    pub call: String,
+    pub code: ErrorCode,
+    pub detail: &'static str,
+}
+
+impl ParseError {
+    fn new(call: &str, code: ErrorCode, detail: &'static str) -> Self {
+        ParseError { call: call.to_owned(), code, detail }
+    }
+
+    /// The `error` reply for this failure.
+    pub fn reply(&self) -> Reply<'_> {
+        Reply::Error { call: &self.call, code: self.code, detail: self.detail }
+    }
+}
+
+/// Parses one message (text or binary frame payload) into a call.
+pub fn parse_call(message: &[u8]) -> Result<Call<'_>, ParseError> {
+    let text = std::str::from_utf8(message)
+        .map_err(|_| ParseError::new("", ErrorCode::BadJson, "message is not UTF-8 text"))?;
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|err| {
+        if err.is_data() {
+            ParseError::new("", ErrorCode::BadRequest, "message must be a JSON array")
+        } else {
+            ParseError::new("", ErrorCode::BadJson, "message is not valid JSON")
+        }
+    })?;
+    let Some((&name, args)) = items.split_first() else {
+        return Err(ParseError::new("", ErrorCode::BadRequest, "empty array: no call name"));
+    };
+    let name = string_arg(name)
+        .ok_or_else(|| ParseError::new("", ErrorCode::BadRequest, "call name must be a string"))?;
+    let call = match (name.as_ref(), args) {
+        ("ident", []) => Call::Ident,
+        ("ping", []) => Call::Ping,
+        ("join", [ident, room]) => Call::Join {
+            ident: string_arg(ident).ok_or_else(|| bad_args("join"))?,
+            room: string_arg(room).ok_or_else(|| bad_args("join"))?,
+        },
+        ("signal", [from, to, data]) => Call::Signal {
+            from: string_arg(from).ok_or_else(|| bad_args("signal"))?,
+            to: string_arg(to).ok_or_else(|| bad_args("signal"))?,
+            data: RawJson(data.get()),
+        },
+        ("leave", [address]) => {
+            Call::Leave { address: string_arg(address).ok_or_else(|| bad_args("leave"))? }
+        }
+        ("ident" | "ping" | "join" | "signal" | "leave", _) => return Err(bad_args(&name)),
+        (other, _) => {
+            return Err(ParseError::new(other, ErrorCode::UnknownCall, "unknown call"));
+        }
+    };
+    Ok(call)
+}
+
+fn bad_args(call: &str) -> ParseError {
+    let detail = match call {
+        "ident" => "ident takes no arguments: [\"ident\"]",
+        "ping" => "ping takes no arguments: [\"ping\"]",
+        "join" => "join takes two strings: [\"join\", IDENT, ROOM]",
+        "signal" => "signal takes two address strings and data: [\"signal\", FROM, TO, DATA]",
+        _ => "leave takes one address string: [\"leave\", ADDRESS]",
+    };
+    ParseError::new(call, ErrorCode::BadRequest, detail)
+}
+
+/// A JSON string argument; borrowed unless it contains escapes.
+fn string_arg(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let json = raw.get();
+    if !json.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(json) {
+        Ok(plain) => Some(Cow::Borrowed(plain)),
+        Err(_) => serde_json::from_str::<String>(json).ok().map(Cow::Owned),
+    }
+}
+
+/// One message from the server to a client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reply<'a> {
+    /// `["ident", IDENT]`
+    Ident(&'a str),
+    /// `["join", ADDRESS]`: the joiner now holds ADDRESS.
+    Join { address: &'a str },
+    /// `["stun", OWN, PEER, INITIATOR]`: connect OWN to PEER; the initiator sends the offer.
+    Stun { own: &'a str, peer: &'a str, initiator: bool },
+    /// `["signal", TO, FROM, DATA]`
+    Signal { to: &'a str, from: &'a str, data: RawJson<'a> },
+    /// `["leave", ADDRESS]` to its former holder.
+    Left { address: &'a str },
+    /// `["leave", OWN, GONE]` to the members still in the room.
+    PeerLeft { own: &'a str, gone: &'a str },
+    /// `["pong"]`
+    Pong,
+    /// `["error", CALL, CODE, DETAIL]`
+    Error { call: &'a str, code: ErrorCode, detail: &'a str },
+}
+
+impl Reply<'_> {
+    /// The reply as compact JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.size_hint());
+        out.push('[');
+        match *self {
+            Reply::Ident(ident) => {
+                out.push_str("\"ident\",");
+                push_json_str(&mut out, ident);
+            }
+            Reply::Join { address } => {
+                out.push_str("\"join\",");
+                push_json_str(&mut out, address);
+            }
+            Reply::Stun { own, peer, initiator } => {
+                out.push_str("\"stun\",");
+                push_json_str(&mut out, own);
+                out.push(',');
+                push_json_str(&mut out, peer);
+                out.push_str(if initiator { ",true" } else { ",false" });
+            }
+            Reply::Signal { to, from, data } => {
+                out.push_str("\"signal\",");
+                push_json_str(&mut out, to);
+                out.push(',');
+                push_json_str(&mut out, from);
+                out.push(',');
+                out.push_str(data.get());
+            }
+            Reply::Left { address } => {
+                out.push_str("\"leave\",");
+                push_json_str(&mut out, address);
+            }
+            Reply::PeerLeft { own, gone } => {
+                out.push_str("\"leave\",");
+                push_json_str(&mut out, own);
+                out.push(',');
+                push_json_str(&mut out, gone);
+            }
+            Reply::Pong => out.push_str("\"pong\""),
+            Reply::Error { call, code, detail } => {
+                out.push_str("\"error\",");
+                push_json_str(&mut out, call);
+                out.push(',');
+                push_json_str(&mut out, code.as_str());
+                out.push(',');
+                push_json_str(&mut out, detail);
+            }
+        }
+        out.push(']');
+        out
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            Reply::Signal { to, from, data } => 20 + to.len() + from.len() + data.get().len(),
+            _ => 64,
+        }
+    }
+}
+
+/// Appends `value` as a JSON string literal, escaped the way JSON.stringify does.
+fn push_json_str(out: &mut String, value: &str) {
+    out.push('"');
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> RawJson<'_> {
+        let value: &RawValue = serde_json::from_str(json).expect("test JSON");
+        RawJson(value.get())
+    }
+
+    #[test]
+    fn parses_every_call() {
+        assert_eq!(parse_call(br#"["ident"]"#), Ok(Call::Ident));
+        assert_eq!(parse_call(br#" [ "ping" ] "#), Ok(Call::Ping));
+        assert_eq!(
+            parse_call(br#"["join","abc","room"]"#),
+            Ok(Call::Join { ident: "abc".into(), room: "room".into() })
+        );
+        assert_eq!(parse_call(br#"["leave","r:a"]"#), Ok(Call::Leave { address: "r:a".into() }));
+        let Ok(Call::Signal { from, to, data }) = parse_call(br#"["signal","r:a","r:b", {"sdp" : "x"} ]"#)
+        else {
+            panic!("signal did not parse");
+        };
+        assert_eq!((from.as_ref(), to.as_ref()), ("r:a", "r:b"));
+        assert_eq!(data.get(), r#"{"sdp" : "x"}"#);
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        assert_eq!(
+            parse_call(br#"["join","a\u0062c","r\"m"]"#),
+            Ok(Call::Join { ident: "abc".into(), room: "r\"m".into() })
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_messages_with_a_code() {
+        let code = |bytes: &[u8]| parse_call(bytes).map(|_| ()).map_err(|e| (e.call, e.code));
+        assert_eq!(code(b"not json"), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(b"[\"ident\""), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(&[0xff, 0xfe]), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(b"{\"a\":1}"), Err((String::new(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"\"ident\""), Err((String::new(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[]"), Err((String::new(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[1]"), Err((String::new(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"nope\"]"), Err(("nope".into(), ErrorCode::UnknownCall)));
+        assert_eq!(code(b"[\"ident\",1]"), Err(("ident".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"join\",\"a\"]"), Err(("join".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"join\",\"a\",2]"), Err(("join".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"signal\",\"a\",\"b\"]"), Err(("signal".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"signal\",1,\"b\",3]"), Err(("signal".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(b"[\"leave\"]"), Err(("leave".into(), ErrorCode::BadRequest)));
+    }
+
+    #[test]
+    fn replies_match_the_original_wire_format() {
+        assert_eq!(Reply::Ident("abc").to_json(), r#"["ident","abc"]"#);
+        assert_eq!(Reply::Join { address: "r:a" }.to_json(), r#"["join","r:a"]"#);
+        assert_eq!(
+            Reply::Stun { own: "r:a", peer: "r:b", initiator: true }.to_json(),
+            r#"["stun","r:a","r:b",true]"#
+        );
+        assert_eq!(
+            Reply::Stun { own: "r:a", peer: "r:b", initiator: false }.to_json(),
+            r#"["stun","r:a","r:b",false]"#
+        );
+        assert_eq!(Reply::Pong.to_json(), r#"["pong"]"#);
+        assert_eq!(Reply::Left { address: "r:a" }.to_json(), r#"["leave","r:a"]"#);
+        assert_eq!(Reply::PeerLeft { own: "r:b", gone: "r:a" }.to_json(), r#"["leave","r:b","r:a"]"#);
+        assert_eq!(
+            Reply::Error { call: "join", code: ErrorCode::Taken, detail: "held" }.to_json(),
+            r#"["error","join","taken","held"]"#
+        );
+    }
+
+    #[test]
+    fn signal_reply_keeps_data_byte_exact() {
+        let data = raw(r#"{ "type":"offer", "sdp":"v=0\r\n", "n": 1.50 }"#);
+        let json = Reply::Signal { to: "r:b", from: "r:a", data }.to_json();
+        assert_eq!(json, r#"["signal","r:b","r:a",{ "type":"offer", "sdp":"v=0\r\n", "n": 1.50 }]"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_like_json_stringify() {
+        let json = Reply::Ident("a\"b\\c\n\u{1}é").to_json();
+        assert_eq!(json, "[\"ident\",\"a\\\"b\\\\c\\n\\u0001é\"]");
+        let back: Vec<String> = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(back, ["ident", "a\"b\\c\n\u{1}é"]);
+    }
+}
