@@ -1,0 +1,424 @@
+//! Configuration from command-line flags and environment variables.
+//!
+//! Every setting has a flag, an environment variable and a default; a flag
+//! wins over the variable. One table, [`SETTINGS`], drives parsing and `--help`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::rooms::RoomLimits;
+
+/// Everything the server needs to know to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub log_level: LevelFilter,
+    /// Largest WebSocket frame or message a client may send, in bytes.
+    pub max_message_size: usize,
+    /// Open client connections at most; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    pub room_limits: RoomLimits,
+    /// Sustained messages per second one connection may send.
+    pub rate_per_sec: u32,
+    /// Messages one connection may send in a burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Bytes queued for one client before it counts as not reading and is dropped.
+    pub max_outbound: usize,
+    /// Time a client has to send its complete request head.
+    pub handshake_timeout: Duration,
+    /// Quiet time after which the server pings a client.
+    pub ping_interval: Duration,
+    /// Quiet time after which a client is dropped.
+    pub idle_timeout: Duration,
+    /// Time the holder of a contested address has to answer a ping.
+    pub probe_timeout: Duration,
+    /// When not empty, a WebSocket upgrade must carry `?token=` with one of these.
+    pub access_tokens: Vec<String>,
+    /// When not empty, browsers from other origins are refused.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 3903,
+            log_level: LevelFilter::Info,
+            max_message_size: 64 * 1024,
+            max_connections: None,
+            room_limits: RoomLimits::default(),
+            rate_per_sec: 100,
+            rate_burst: 500,
+            max_outbound: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            probe_timeout: Duration::from_secs(5),
+            access_tokens: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+type Apply = fn(&mut Config, &str) -> Result<(), String>;
+
+/// One setting: its flag, its environment variable, its help line and how to apply a value.
+struct Setting {
+    flag: &'static str,
+    env: &'static str,
+    default: &'static str,
+    help: &'static str,
+    apply: Apply,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: "--port",
+        env: "PORT",
+        default: "3903",
+        help: "TCP port to listen on (0 picks a free one)",
+        apply: |c, v| parse_into(&mut c.port, v, "a port number from 0 to 65535"),
+    },
+    Setting {
+        flag: "--bind",
+        env: "BIND_IP",
+        default: "0.0.0.0",
+        help: "IP address to listen on (use :: for IPv6 and IPv4)",
+        apply: |c, v| parse_into(&mut c.bind, v, "an IP address such as 0.0.0.0 or ::1"),
+    },
+    Setting {
+        flag: "--log-level",
+        env: "LOG_LEVEL",
+        default: "info",
+        help: "error, warn, info, debug or trace",
+        apply: |c, v| match v.to_ascii_lowercase().as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" | "off" => parse_into(&mut c.log_level, v, ""),
+            _ => Err("must be one of error, warn, info, debug, trace".into()),
+        },
+    },
+    Setting {
+        flag: "--max-message-size",
+        env: "MAX_MESSAGE_SIZE",
+        default: "64KiB",
+        help: "largest message a client may send (bytes, or with KiB/MiB)",
+        apply: |c, v| size_into(&mut c.max_message_size, v, 1024, 16 * 1024 * 1024),
+    },
+    Setting {
+        flag: "--max-connections",
+        env: "MAX_CONNECTIONS",
+        default: "from open-file limit",
+        help: "open client connections at most; more get HTTP 503",
+        apply: |c, v| {
+            let mut n = 0usize;
+            parse_into(&mut n, v, "a whole number of at least 1")?;
+            if n == 0 {
+                return Err("must be at least 1".into());
+            }
+            c.max_connections = Some(n);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "--max-idents",
+        env: "MAX_IDENTS_PER_CONNECTION",
+        default: "32",
+        help: "addresses one connection may hold",
+        apply: |c, v| count_into(&mut c.room_limits.max_idents_per_conn, v),
+    },
+    Setting {
+        flag: "--max-room-members",
+        env: "MAX_ROOM_MEMBERS",
+        default: "256",
+        help: "members one room may have",
+        apply: |c, v| count_into(&mut c.room_limits.max_room_members, v),
+    },
+    Setting {
+        flag: "--max-name-length",
+        env: "MAX_NAME_LENGTH",
+        default: "256",
+        help: "longest ident or room name, in bytes",
+        apply: |c, v| count_into(&mut c.room_limits.max_name_len, v),
+    },
+    Setting {
+        flag: "--rate",
+        env: "RATE_LIMIT",
+        default: "100",
+        help: "messages per second one connection may send, sustained",
+        apply: |c, v| count_into(&mut c.rate_per_sec, v),
+    },
+    Setting {
+        flag: "--burst",
+        env: "RATE_BURST",
+        default: "500",
+        help: "messages one connection may send at once above the rate",
+        apply: |c, v| count_into(&mut c.rate_burst, v),
+    },
+    Setting {
+        flag: "--max-outbound",
+        env: "MAX_OUTBOUND_BUFFER",
+        default: "1MiB",
+        help: "bytes queued for a client that does not read before it is dropped",
+        apply: |c, v| size_into(&mut c.max_outbound, v, 64 * 1024, 1024 * 1024 * 1024),
+    },
+    Setting {
+        flag: "--handshake-timeout",
+        env: "HANDSHAKE_TIMEOUT",
+        default: "10",
+        help: "seconds a client has to send its request head",
+        apply: |c, v| seconds_into(&mut c.handshake_timeout, v),
+    },
+    Setting {
+        flag: "--ping-interval",
+        env: "PING_INTERVAL",
+        default: "30",
+        help: "seconds of quiet before the server pings a client",
+        apply: |c, v| seconds_into(&mut c.ping_interval, v),
+    },
+    Setting {
+        flag: "--idle-timeout",
+        env: "IDLE_TIMEOUT",
+        default: "90",
+        help: "seconds of quiet before a client is dropped",
+        apply: |c, v| seconds_into(&mut c.idle_timeout, v),
+    },
+    Setting {
+        flag: "--probe-timeout",
+        env: "PROBE_TIMEOUT",
+        default: "5",
+        help: "seconds the holder of a contested address has to answer a ping",
+        apply: |c, v| seconds_into(&mut c.probe_timeout, v),
+    },
+    Setting {
+        flag: "--access-token",
+        env: "ACCESS_TOKEN",
+        default: "none",
+        help: "require ?token=TOKEN on WebSocket upgrades (repeatable; env: comma-separated)",
+        apply: |c, v| list_into(&mut c.access_tokens, v),
+    },
+    Setting {
+        flag: "--access-token-file",
+        env: "ACCESS_TOKEN_FILE",
+        default: "none",
+        help: "read accepted tokens from a file, one per line",
+        apply: |c, v| {
+            let text = std::fs::read_to_string(v).map_err(|err| format!("cannot read {v}: {err}"))?;
+            let tokens =
+                text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#'));
+            c.access_tokens.extend(tokens.map(str::to_owned));
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "--allowed-origin",
+        env: "ALLOWED_ORIGINS",
+        default: "any",
+        help: "accept browsers only from this Origin (repeatable; env: comma-separated)",
+        apply: |c, v| list_into(&mut c.allowed_origins, v),
+    },
+];
+
+impl Config {
+    /// Reads flags (`args`, without the program name) over environment variables (`env`).
+    pub fn parse<A, E>(args: A, env: E) -> Result<Command, String>
+    where
+        A: IntoIterator<Item = String>,
+        E: Fn(&str) -> Option<String>,
+    {
+        let mut config = Config::default();
+        for setting in SETTINGS {
+            if let Some(value) = env(setting.env) {
+                (setting.apply)(&mut config, &value)
+                    .map_err(|why| format!("environment variable {}={value:?}: {why}", setting.env))?;
+            }
+        }
+        // Flags replace what the environment said, except repeatable lists, which extend it.
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(Command::Help),
+                "-V" | "--version" => return Ok(Command::Version),
+                _ => {}
+            }
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.flag == flag)
+                .ok_or_else(|| format!("unknown option {flag:?} (see --help)"))?;
+            let value = inline
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("option {flag} needs a value (see --help)"))?;
+            (setting.apply)(&mut config, &value).map_err(|why| format!("option {flag} {value:?}: {why}"))?;
+        }
+        config.check()?;
+        Ok(Command::Run(Box::new(config)))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.idle_timeout <= self.ping_interval {
+            return Err("idle timeout must be longer than the ping interval".into());
+        }
+        if self.access_tokens.iter().any(|token| !token.bytes().all(is_token_byte)) {
+            return Err("access tokens may use only letters, digits and - . _ ~".into());
+        }
+        Ok(())
+    }
+}
+
+/// Bytes that survive in a URL query unescaped (RFC 3986 unreserved characters).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The text of `--help`.
+pub fn help_text() -> String {
+    let mut text = format!(
+        "diva-signal {}: WebRTC signaling server, compatible with the DIVA.EXCHANGE signal server\n\n\
+         Usage: diva-signal [OPTION VALUE]...\n\nOptions (flag, environment variable, default):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for s in SETTINGS {
+        let _ = writeln!(text, "  {:<22} {:<26} {:<22} {}", s.flag, s.env, s.default, s.help);
+    }
+    text.push_str("  -h, --help             print this help\n  -V, --version          print the version\n");
+    text
+}
+
+fn parse_into<T: std::str::FromStr>(slot: &mut T, value: &str, expected: &str) -> Result<(), String> {
+    *slot = value.trim().parse().map_err(|_| format!("expected {expected}"))?;
+    Ok(())
+}
+
+fn count_into<T: std::str::FromStr + PartialEq + From<u8>>(slot: &mut T, value: &str) -> Result<(), String> {
+    parse_into(slot, value, "a whole number of at least 1")?;
+    if *slot == T::from(0) {
+        return Err("must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn size_into(slot: &mut usize, value: &str, min: usize, max: usize) -> Result<(), String> {
+    let value = value.trim();
+    let lower = value.to_ascii_lowercase();
+    let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => lower.split_at(at),
+        None => (lower.as_str(), ""),
+    };
+    let scale = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err("expected a size such as 65536, 64KiB or 1MiB".into()),
+    };
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or("expected a size such as 65536, 64KiB or 1MiB")?;
+    if !(min..=max).contains(&bytes) {
+        return Err(format!("must be between {min} and {max} bytes"));
+    }
+    *slot = bytes;
+    Ok(())
+}
+
+fn seconds_into(slot: &mut Duration, value: &str) -> Result<(), String> {
+    let seconds: f64 = value.trim().parse().map_err(|_| "expected a number of seconds".to_owned())?;
+    if !(0.01..=86_400.0).contains(&seconds) {
+        return Err("must be between 0.01 and 86400 seconds".into());
+    }
+    *slot = Duration::from_secs_f64(seconds);
+    Ok(())
+}
+
+fn list_into(list: &mut Vec<String>, value: &str) -> Result<(), String> {
+    let items: Vec<String> =
+        value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect();
+    if items.is_empty() {
+        return Err("must not be empty".into());
+    }
+    list.extend(items);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        match Config::parse(args.iter().map(|a| a.to_string()), lookup)? {
+            Command::Run(config) => Ok(*config),
+            other => Err(format!("not a run: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = parse(&[], &[]).expect("defaults");
+        assert_eq!((config.bind.to_string(), config.port), ("0.0.0.0".into(), 3903));
+        assert_eq!(config.log_level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn flags_override_environment() {
+        let config = parse(&["--port", "4000", "--log-level=debug"], &[("PORT", "5000"), ("BIND_IP", "::1")])
+            .expect("valid");
+        assert_eq!(config.port, 4000);
+        assert_eq!(config.bind.to_string(), "::1");
+        assert_eq!(config.log_level, LevelFilter::Debug);
+    }
+
+    #[test]
+    fn sizes_durations_and_lists() {
+        let config = parse(
+            &["--max-message-size", "32KiB", "--probe-timeout", "0.5", "--allowed-origin", "https://a"],
+            &[("ALLOWED_ORIGINS", "https://b, https://c"), ("ACCESS_TOKEN", "t1,t2")],
+        )
+        .expect("valid");
+        assert_eq!(config.max_message_size, 32 * 1024);
+        assert_eq!(config.probe_timeout, Duration::from_millis(500));
+        assert_eq!(config.allowed_origins, ["https://b", "https://c", "https://a"]);
+        assert_eq!(config.access_tokens, ["t1", "t2"]);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (args, env) in [
+            (&["--port", "70000"][..], &[][..]),
+            (&["--port"][..], &[][..]),
+            (&["--bogus", "1"][..], &[][..]),
+            (&[][..], &[("LOG_LEVEL", "loud")][..]),
+            (&["--max-message-size", "1GiB"][..], &[][..]),
+            (&["--rate", "0"][..], &[][..]),
+            (&["--idle-timeout", "10", "--ping-interval", "20"][..], &[][..]),
+            (&["--access-token", "a b"][..], &[][..]),
+        ] {
+            let err = parse(args, env).expect_err("must be refused");
+            assert!(!err.is_empty());
+        }
+    }
+
+    #[test]
+    fn help_lists_every_setting() {
+        let help = help_text();
+        for setting in SETTINGS {
+            assert!(help.contains(setting.flag) && help.contains(setting.env), "{}", setting.flag);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! HTTP on the signal port: reading a bounded request head, routing it, and
+//! writing the response (a page, an error, or the WebSocket 101 handshake).
+//! Parsing and routing are pure functions of bytes; the server does the I/O.
+
+use std::fmt::Write as _;
+
+/// Longest request head we read; a longer one is refused with 431.
+pub const MAX_HEAD_LEN: usize = 8 * 1024;
+/// Most header lines we parse; more are refused with 431.
+const MAX_HEADERS: usize = 48;
+
+const LANDING_PAGE: &str = include_str!("pages/index.html");
+const NOT_FOUND_PAGE: &str = include_str!("pages/404.html");
+
+/// The parts of a request this server looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent, query included.
+    pub target: String,
+    /// Values of the headers we use, in the order they are kept here.
+    pub upgrade: Option<String>,
+    pub connection: Option<String>,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    pub ws_protocol: Option<String>,
+    pub origin: Option<String>,
+    pub forwarded_for: Option<String>,
+}
+
+impl Request {
+    /// The path without its query string.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(path, _)| path)
+    }
+
+    /// The value of query parameter `name`, undecoded, if present.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        query.split('&').find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            None if pair == name => Some(""),
+            _ => None,
+        })
+    }
+
+    /// True when the client asks for a WebSocket (the `Upgrade: websocket` header).
+    pub fn wants_websocket(&self) -> bool {
+        self.upgrade.as_deref().is_some_and(|value| has_token(value, "websocket"))
+    }
+}
+
+/// What the bytes read so far amount to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// No complete head yet; read more.
+    Partial,
+    /// A complete head of `len` bytes; anything after it belongs to the next protocol.
+    Complete { request: Request, len: usize },
+    /// Not a request we accept: answer with this status and close.
+    Invalid(Status),
+}
+
+/// Classifies the bytes received so far. `searched` is how many leading bytes were
+/// already known not to contain the end of the head, so that a head arriving a byte
+/// at a time costs linear, not quadratic, work; it is updated.
+pub fn parse_head(buf: &[u8], searched: &mut usize) -> HeadStatus {
+    // Look for the blank line again only from just before where the last search ended.
+    let from = searched.saturating_sub(3).min(buf.len());
+    let window = buf.get(from..).unwrap_or_default();
+    let found =
+        window.windows(2).any(|pair| pair == b"\n\n") || window.windows(4).any(|quad| quad == b"\r\n\r\n");
+    *searched = buf.len();
+    if !found {
+        return if buf.len() >= MAX_HEAD_LEN {
+            HeadStatus::Invalid(Status::HeadTooLarge)
+        } else {
+            HeadStatus::Partial
+        };
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_LEN => {
+            HeadStatus::Complete { request: request_from(&parsed), len }
+        }
+        Ok(httparse::Status::Complete(_)) => HeadStatus::Invalid(Status::HeadTooLarge),
+        Ok(httparse::Status::Partial) => {
+            // A blank line was seen, yet httparse wants more: the line break was inside a header.
+            if buf.len() >= MAX_HEAD_LEN {
+                HeadStatus::Invalid(Status::HeadTooLarge)
+            } else {
+                HeadStatus::Partial
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => HeadStatus::Invalid(Status::HeadTooLarge),
+        Err(_) => HeadStatus::Invalid(Status::BadRequest),
+    }
+}
+
+fn request_from(parsed: &httparse::Request<'_, '_>) -> Request {
+    let mut request = Request {
+        method: parsed.method.unwrap_or_default().to_owned(),
+        target: parsed.path.unwrap_or_default().to_owned(),
+        ..Request::default()
+    };
+    for header in parsed.headers.iter() {
+        let slot = match header.name.to_ascii_lowercase().as_str() {
+            "upgrade" => &mut request.upgrade,
+            "connection" => &mut request.connection,
+            "sec-websocket-key" => &mut request.ws_key,
+            "sec-websocket-version" => &mut request.ws_version,
+            "sec-websocket-protocol" => &mut request.ws_protocol,
+            "origin" => &mut request.origin,
+            "x-forwarded-for" => &mut request.forwarded_for,
+            _ => continue,
+        };
+        // Header values are bytes; ones that are not text are treated as absent.
+        if let (None, Ok(value)) = (&slot, std::str::from_utf8(header.value)) {
+            *slot = Some(value.trim().to_owned());
+        }
+    }
+    request
+}
+
+/// True when comma-separated `list` contains `token`, ignoring ASCII case.
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',').any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+/// The HTTP statuses this server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    HeadTooLarge,
+    ServiceUnavailable,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::Unauthorized => 401,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::HeadTooLarge => 431,
+            Status::ServiceUnavailable => 503,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::HeadTooLarge => "Request Header Fields Too Large",
+            Status::ServiceUnavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// How the server answers one request head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Write these bytes, then close the connection.
+    Close(Vec<u8>),
+    /// Write these bytes (the 101 response), then speak WebSocket.
+    Upgrade(Vec<u8>),
+}
+
+/// Routes a complete request: WebSocket upgrade on any path, pages otherwise.
+pub fn answer(request: &Request) -> Answer {
+    if request.wants_websocket() {
+        return match handshake(request) {
+            Ok(response) => Answer::Upgrade(response),
+            Err(detail) => Answer::Close(error_response(Status::BadRequest, detail)),
+        };
+    }
+    let head_only = request.method == "HEAD";
+    if request.method != "GET" && !head_only {
+        return Answer::Close(error_response(Status::MethodNotAllowed, "Only GET and HEAD are served here."));
+    }
+    let (status, page) = match request.path() {
+        "/" | "/index.html" => (Status::Ok, LANDING_PAGE),
+        _ => (Status::NotFound, NOT_FOUND_PAGE),
+    };
+    Answer::Close(response(status, "text/html; charset=utf-8", page.as_bytes(), head_only))
+}
+
+/// The 101 response for a valid RFC 6455 upgrade request, or why it is refused.
+fn handshake(request: &Request) -> Result<Vec<u8>, &'static str> {
+    if request.method != "GET" {
+        return Err("A WebSocket upgrade must be a GET request.");
+    }
+    if !request.connection.as_deref().is_some_and(|value| has_token(value, "upgrade")) {
+        return Err("A WebSocket upgrade needs the header Connection: Upgrade.");
+    }
+    if request.ws_version.as_deref() != Some("13") {
+        return Err("Only WebSocket version 13 is supported (Sec-WebSocket-Version: 13).");
+    }
+    let key = request.ws_key.as_deref().unwrap_or_default();
+    if !is_valid_key(key) {
+        return Err("Sec-WebSocket-Key must be 16 bytes in base64.");
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut out = String::with_capacity(192);
+    out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    let _ = write!(out, "Sec-WebSocket-Accept: {accept}\r\n");
+    // Like the original, agree to the first subprotocol the client offers.
+    if let Some(first) = request.ws_protocol.as_deref().and_then(|list| list.split(',').next()) {
+        let first = first.trim();
+        if !first.is_empty() && first.bytes().all(|b| b.is_ascii_graphic()) {
+            let _ = write!(out, "Sec-WebSocket-Protocol: {first}\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    Ok(out.into_bytes())
+}
+
+/// A key is the base64 text of a 16-byte nonce: 22 base64 characters and "==".
+fn is_valid_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes.iter().take(22).all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// A small HTML error page with `detail` as its text.
+pub fn error_response(status: Status, detail: &str) -> Vec<u8> {
+    let body = format!(
+        "<!doctype html><title>{code} {reason}</title><h1>{code} {reason}</h1><p>{detail}</p>\n",
+        code = status.code(),
+        reason = status.reason()
+    );
+    response(status, "text/html; charset=utf-8", body.as_bytes(), false)
+}
+
+/// A complete response that closes the connection after it.
+pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
+        status.code(),
+        status.reason(),
+        body.len()
+    );
+    if status == Status::MethodNotAllowed {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /any/path?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
+
+    fn parse(buf: &[u8]) -> HeadStatus {
+        parse_head(buf, &mut 0)
+    }
+
+    fn complete(buf: &[u8]) -> Request {
+        match parse(buf) {
+            HeadStatus::Complete { request, .. } => request,
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    fn text(answer: Answer) -> String {
+        match answer {
+            Answer::Close(bytes) | Answer::Upgrade(bytes) => String::from_utf8(bytes).expect("text"),
+        }
+    }
+
+    #[test]
+    fn upgrade_on_any_path_answers_rfc6455_example() {
+        let request = complete(UPGRADE);
+        assert_eq!(request.path(), "/any/path");
+        let Answer::Upgrade(bytes) = answer(&request) else { panic!("not an upgrade") };
+        let response = String::from_utf8(bytes).expect("text");
+        assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        // The accept value for this key is given in RFC 6455, section 1.3.
+        assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(response.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(response.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_not_consumed() {
+        let mut buf = UPGRADE.to_vec();
+        buf.extend_from_slice(b"\x81\x85frame");
+        let HeadStatus::Complete { len, .. } = parse(&buf) else { panic!("incomplete") };
+        assert_eq!(len, UPGRADE.len());
+    }
+
+    #[test]
+    fn bad_upgrades_get_400() {
+        let cases: [&[u8]; 4] = [
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ];
+        for case in cases {
+            assert!(text(answer(&complete(case))).starts_with("HTTP/1.1 400 "));
+        }
+    }
+
+    #[test]
+    fn pages_and_statuses() {
+        let get = |head: &[u8]| text(answer(&complete(head)));
+        let landing = get(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(landing.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(landing.contains("Content-Type: text/html"));
+        assert!(landing.contains("<html"));
+        let head = get(b"HEAD / HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(get(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(get(b"DELETE / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    }
+
+    #[test]
+    fn partial_invalid_and_oversized_heads() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), HeadStatus::Partial);
+        assert_eq!(parse(b"\x00\x01garbage\r\n\r\n"), HeadStatus::Invalid(Status::BadRequest));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_HEAD_LEN, b'a');
+        assert_eq!(parse(&huge), HeadStatus::Invalid(Status::HeadTooLarge));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many), HeadStatus::Invalid(Status::HeadTooLarge));
+    }
+
+    #[test]
+    fn head_arriving_byte_by_byte_is_found() {
+        let mut searched = 0;
+        for end in 1..UPGRADE.len() {
+            assert_eq!(parse_head(&UPGRADE[..end], &mut searched), HeadStatus::Partial, "at {end}");
+        }
+        assert!(matches!(parse_head(UPGRADE, &mut searched), HeadStatus::Complete { .. }));
+    }
+
+    #[test]
+    fn query_parameters() {
+        let request = Request { target: "/x?a=1&token=s3cret&flag".into(), ..Request::default() };
+        assert_eq!(request.query_param("token"), Some("s3cret"));
+        assert_eq!(request.query_param("flag"), Some(""));
+        assert_eq!(request.query_param("b"), None);
+    }
+}
