@@ -3,6 +3,9 @@
 //! Parsing and routing are pure functions of bytes; the server does the I/O.
 
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::server::Stats;
 
 /// Longest request head we read; a longer one is refused with 431.
 pub const MAX_HEAD_LEN: usize = 8 * 1024;
@@ -56,7 +59,7 @@ pub enum HeadStatus {
     /// No complete head yet; read more.
     Partial,
     /// A complete head of `len` bytes; anything after it belongs to the next protocol.
-    Complete { request: Request, len: usize },
+    Complete { request: Box<Request>, len: usize },
     /// Not a request we accept: answer with this status and close.
     Invalid(Status),
 }
@@ -82,7 +85,7 @@ pub fn parse_head(buf: &[u8], searched: &mut usize) -> HeadStatus {
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_LEN => {
-            HeadStatus::Complete { request: request_from(&parsed), len }
+            HeadStatus::Complete { request: Box::new(request_from(&parsed)), len }
         }
         Ok(httparse::Status::Complete(_)) => HeadStatus::Invalid(Status::HeadTooLarge),
         Ok(httparse::Status::Partial) => {
@@ -235,6 +238,19 @@ fn is_valid_key(key: &str) -> bool {
         && bytes.iter().take(22).all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
+/// `GET /health`: liveness and live figures as JSON.
+pub fn health_response(request: &Request, stats: Stats, uptime: Duration) -> Vec<u8> {
+    let body = format!(
+        "{{\"status\":\"ok\",\"version\":\"{}\",\"uptime_seconds\":{},\"connections\":{},\"rooms\":{},\"addresses\":{}}}\n",
+        env!("CARGO_PKG_VERSION"),
+        uptime.as_secs(),
+        stats.connections,
+        stats.rooms,
+        stats.addresses
+    );
+    response(Status::Ok, "application/json", body.as_bytes(), request.method == "HEAD")
+}
+
 /// A small HTML error page with `detail` as its text.
 pub fn error_response(status: Status, detail: &str) -> Vec<u8> {
     let body = format!(
@@ -279,7 +295,7 @@ mod tests {
 
     fn complete(buf: &[u8]) -> Request {
         match parse(buf) {
-            HeadStatus::Complete { request, .. } => request,
+            HeadStatus::Complete { request, .. } => *request,
             other => panic!("expected a complete head, got {other:?}"),
         }
     }

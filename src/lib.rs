@@ -1,8 +1,17 @@
 //! diva-signal: a WebRTC signaling server compatible with the DIVA.EXCHANGE
 //! signal server, on one thread and one mio poll loop.
+//!
+//! `protocol` and `rooms` are pure (messages in, messages out); `http`, `conn`
+//! and `server` do the I/O; `config` reads flags and environment.
 
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod ident;
 pub mod protocol;
+pub mod rate;
 pub mod rooms;
+pub mod server;
+
+pub use config::{Command, Config};
+pub use server::{Server, ShutdownHandle, Stats};

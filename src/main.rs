@@ -1,3 +1,49 @@
-fn main() {
-    println!("Hello, world!");
+//! Wiring only: configuration, logging, signals, and the server loop.
+
+use std::process::ExitCode;
+
+use diva_signal::{Command, Config, Server};
+use log::{error, info};
+
+fn main() -> ExitCode {
+    let config = match Config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", diva_signal::config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("diva-signal {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("diva-signal: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = simple_logger::SimpleLogger::new().with_level(config.log_level).init() {
+        eprintln!("diva-signal: cannot start logging: {err}");
+    }
+    match serve(*config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> std::io::Result<()> {
+    let server = Server::bind(config)?;
+    let handle = server.shutdown_handle()?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::low_level::pipe::register(signal, handle.signal_pipe()?)?;
+    }
+    info!(
+        "diva-signal {} listening on {} (up to {} connections)",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr(),
+        server.max_connections()
+    );
+    server.run()
 }

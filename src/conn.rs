@@ -1,0 +1,336 @@
+//! One client connection: its socket and the phase it is in, from reading the
+//! HTTP request head, through WebSocket messages, to closing. Each method does
+//! non-blocking I/O on this connection's own socket only and tells the server
+//! what happened; WouldBlock is the normal end of every read and write.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Bytes, Message};
+
+use crate::http::{self, HeadStatus, Request};
+use crate::rate::TokenBucket;
+
+/// How long a closing connection may take to finish before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Where a connection is in its life.
+pub enum Phase {
+    /// Reading the HTTP request head; it must be complete by `deadline`.
+    ReadingHead { buf: Vec<u8>, searched: usize, deadline: Instant },
+    /// Writing an HTTP response; what comes next depends on `then`.
+    WritingReply { out: Vec<u8>, written: usize, then: AfterReply },
+    /// Speaking WebSocket.
+    Open(Box<WebSocketContext>),
+    /// We sent a close frame and are flushing it out.
+    Closing { ws: Box<WebSocketContext>, deadline: Instant },
+    /// Our side is shut; reading and dropping what the client still sends until it hangs up.
+    Lingering { deadline: Instant },
+}
+
+/// What follows an HTTP response.
+pub enum AfterReply {
+    Close,
+    /// Speak WebSocket; `leftover` holds bytes the client sent right behind the head.
+    Upgrade {
+        leftover: Vec<u8>,
+    },
+}
+
+/// How reading the request head went.
+pub enum HeadRead {
+    /// Not complete yet; wait for more.
+    Partial,
+    Complete {
+        request: Box<Request>,
+        leftover: Vec<u8>,
+    },
+    Invalid(http::Status),
+    /// The client hung up or the socket failed.
+    Gone,
+}
+
+/// How reading WebSocket messages went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Everything available was read.
+    Drained,
+    /// The message budget ran out before the socket did: read again soon.
+    MoreLeft,
+    /// The client closed the connection (cleanly or not).
+    Gone,
+    /// The client broke the protocol: close with this code.
+    Fail(CloseCode, &'static str),
+}
+
+/// How writing went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteEnd {
+    /// All queued bytes are out.
+    Done,
+    /// The socket is full; the rest goes out on the next WRITABLE event.
+    Blocked,
+    /// The connection is finished with (closed or failed): drop it.
+    Gone,
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The client does not read: its outbound buffer is full.
+    Overflow,
+    /// The connection is not open for messages (handshake, closing or failed).
+    NotOpen,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub phase: Phase,
+    /// When the client last sent anything.
+    pub last_heard: Instant,
+    /// A keep-alive ping went out since `last_heard`.
+    pub pinged: bool,
+    /// The client must answer a ping by then or be dropped (someone wants its address).
+    pub probe_deadline: Option<Instant>,
+    /// Paces the messages this client may send.
+    pub rate: TokenBucket,
+    /// Messages refused in a row for going over the rate.
+    pub strikes: u32,
+    /// Output is queued and the connection is on the server's flush list.
+    pub flush_queued: bool,
+    /// Closed and released; leaves the slab at the end of the round.
+    pub finished: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Self {
+        Conn {
+            stream,
+            peer,
+            phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
+            last_heard: now,
+            pinged: false,
+            probe_deadline: None,
+            rate: TokenBucket::new(0, now),
+            strikes: 0,
+            flush_queued: false,
+            finished: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Reads what has arrived of the request head, at most [`http::MAX_HEAD_LEN`] bytes.
+    pub fn read_head(&mut self) -> HeadRead {
+        let Phase::ReadingHead { buf, searched, .. } = &mut self.phase else { return HeadRead::Gone };
+        let mut chunk = [0u8; 2048];
+        loop {
+            let room = http::MAX_HEAD_LEN.saturating_sub(buf.len()).min(chunk.len());
+            if room == 0 {
+                break;
+            }
+            let Some(into) = chunk.get_mut(..room) else { break };
+            match self.stream.read(into) {
+                Ok(0) => return HeadRead::Gone,
+                Ok(n) => buf.extend_from_slice(into.get(..n).unwrap_or_default()),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return HeadRead::Gone,
+            }
+        }
+        match http::parse_head(buf, searched) {
+            HeadStatus::Partial => HeadRead::Partial,
+            HeadStatus::Invalid(status) => HeadRead::Invalid(status),
+            HeadStatus::Complete { request, len } => {
+                let leftover = buf.get(len..).unwrap_or_default().to_vec();
+                HeadRead::Complete { request, leftover }
+            }
+        }
+    }
+
+    /// Starts writing an HTTP response and writes what the socket takes now.
+    pub fn reply(&mut self, out: Vec<u8>, then: AfterReply, ws_config: &WebSocketConfig) -> WriteEnd {
+        self.phase = Phase::WritingReply { out, written: 0, then };
+        self.write_reply(ws_config)
+    }
+
+    fn write_reply(&mut self, ws_config: &WebSocketConfig) -> WriteEnd {
+        let Phase::WritingReply { out, written, .. } = &mut self.phase else { return WriteEnd::Gone };
+        while let Some(rest) = out.get(*written..).filter(|rest| !rest.is_empty()) {
+            match self.stream.write(rest) {
+                Ok(0) => return WriteEnd::Gone,
+                Ok(n) => *written += n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Blocked,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return WriteEnd::Gone,
+            }
+        }
+        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: Instant::now() });
+        match previous {
+            Phase::WritingReply { then: AfterReply::Upgrade { leftover }, .. } => {
+                let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(*ws_config));
+                self.phase = Phase::Open(Box::new(ws));
+                WriteEnd::Done
+            }
+            _ => self.linger(),
+        }
+    }
+
+    /// Reads up to `budget` messages into `out`. Pings are answered by tungstenite;
+    /// pongs and other control frames only count as signs of life.
+    pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Bytes>) -> ReadEnd {
+        let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
+        for _ in 0..budget {
+            match ws.read(&mut self.stream) {
+                Ok(message) => {
+                    self.last_heard = now;
+                    self.pinged = false;
+                    self.probe_deadline = None;
+                    match message {
+                        Message::Text(text) => out.push(Bytes::from(text)),
+                        Message::Binary(bytes) => out.push(bytes),
+                        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+                    }
+                }
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => return ReadEnd::Drained,
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => return read_failure(err),
+            }
+        }
+        ReadEnd::MoreLeft
+    }
+
+    /// Queues one text message. It goes out on the next [`Conn::flush`] (or sooner
+    /// when much is queued).
+    pub fn send(&mut self, text: String) -> Result<(), SendError> {
+        let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
+        match ws.write(&mut self.stream, Message::text(text)) {
+            Ok(()) => Ok(()),
+            // The frame is queued; the rest waits for WRITABLE.
+            Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => Ok(()),
+            Err(WsError::WriteBufferFull(_)) => Err(SendError::Overflow),
+            Err(_) => Err(SendError::NotOpen),
+        }
+    }
+
+    /// Queues a WebSocket ping (keep-alive or liveness probe).
+    pub fn ping(&mut self) {
+        if let Phase::Open(ws) = &mut self.phase {
+            let _ = ws.write(&mut self.stream, Message::Ping(Bytes::new()));
+        }
+    }
+
+    /// Writes out whatever is queued, as far as the socket takes it.
+    pub fn flush(&mut self, ws_config: &WebSocketConfig) -> WriteEnd {
+        match &mut self.phase {
+            Phase::ReadingHead { .. } => WriteEnd::Done,
+            Phase::WritingReply { .. } => self.write_reply(ws_config),
+            Phase::Open(ws) => match ws.flush(&mut self.stream) {
+                Ok(()) => WriteEnd::Done,
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
+                Err(_) => WriteEnd::Gone,
+            },
+            Phase::Closing { ws, .. } => match ws.flush(&mut self.stream) {
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
+                // Flushed (or the client already answered our close): shut our side.
+                Ok(()) | Err(WsError::ConnectionClosed) => self.linger(),
+                Err(_) => WriteEnd::Gone,
+            },
+            Phase::Lingering { .. } => WriteEnd::Done,
+        }
+    }
+
+    /// Starts a clean WebSocket close with `code`; falls back to lingering when not open.
+    pub fn close(&mut self, code: CloseCode, reason: &'static str, ws_config: &WebSocketConfig) -> WriteEnd {
+        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: Instant::now() });
+        match previous {
+            Phase::Open(mut ws) => {
+                let frame = CloseFrame { code, reason: reason.into() };
+                // close() queues the frame even when the socket would block.
+                let _ = ws.close(&mut self.stream, Some(frame));
+                self.phase = Phase::Closing { ws, deadline: Instant::now() + CLOSE_GRACE };
+                self.flush(ws_config)
+            }
+            Phase::Closing { ws, deadline } => {
+                self.phase = Phase::Closing { ws, deadline };
+                WriteEnd::Blocked
+            }
+            _ => self.linger(),
+        }
+    }
+
+    /// Shuts our sending side so the client sees the end, then waits for its hang-up.
+    /// Dropping a socket with unread input would reset it and could lose what we sent.
+    fn linger(&mut self) -> WriteEnd {
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return WriteEnd::Gone;
+        }
+        self.phase = Phase::Lingering { deadline: Instant::now() + CLOSE_GRACE };
+        self.discard_input()
+    }
+
+    /// Reads and drops input while lingering or closing; `Gone` once the client hung up.
+    pub fn discard_input(&mut self) -> WriteEnd {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut sink) {
+                Ok(0) => return WriteEnd::Gone,
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Done,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return WriteEnd::Gone,
+            }
+        }
+    }
+
+    /// The time by which this connection must have moved on, if its phase has one.
+    pub fn phase_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::ReadingHead { deadline, .. }
+            | Phase::Closing { deadline, .. }
+            | Phase::Lingering { deadline } => Some(*deadline),
+            Phase::WritingReply { .. } | Phase::Open(_) => None,
+        }
+    }
+}
+
+/// Maps a tungstenite read error to what the server does about it.
+fn read_failure(err: WsError) -> ReadEnd {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            ReadEnd::Fail(CloseCode::Size, "message too large")
+        }
+        WsError::Capacity(_) => ReadEnd::Fail(CloseCode::Size, "too large"),
+        WsError::Utf8(_) => ReadEnd::Fail(CloseCode::Invalid, "text frame is not valid UTF-8"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadEnd::Gone,
+        WsError::Protocol(_) => ReadEnd::Fail(CloseCode::Protocol, "protocol error"),
+        _ => ReadEnd::Gone,
+    }
+}
+
+/// The tungstenite settings for client connections: small buffers, bounded sizes.
+pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSocketConfig {
+    let write_batch = 16 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        // Small writes collect here and go out together when the server flushes.
+        .write_buffer_size(write_batch)
+        .max_write_buffer_size(max_outbound.max(write_batch + 1))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// True for errors after which retrying accept() later can succeed.
+pub fn is_resource_exhaustion(err: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory for now.
+    matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
+}

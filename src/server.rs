@@ -1,0 +1,601 @@
+//! The event loop: one thread, one mio `Poll`, every connection in a `Slab`.
+//!
+//! mio is edge-triggered, so every accept, read and write is repeated until it
+//! would block. Output for any connection is queued while events are handled and
+//! flushed once at the end of each round, so a burst of relays costs one write
+//! per recipient. Connections closed during a round leave the slab only after
+//! it, so a key can never be reused while events for its old owner are pending.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tungstenite::Bytes;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::Config;
+use crate::conn::{self, AfterReply, Conn, HeadRead, Phase, ReadEnd, SendError, WriteEnd};
+use crate::http::{self, Answer, Request, Status};
+use crate::protocol::{self, ErrorCode, Reply};
+use crate::rate::{TokenBucket, Verdict};
+use crate::rooms::{ConnId, Effect, Rooms};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SHUTDOWN: Token = Token(usize::MAX - 2);
+
+/// Messages read from one connection before others get their turn.
+const READ_BUDGET: usize = 64;
+/// Refused messages in a row after which a flooding client is dropped.
+const MAX_STRIKES: u32 = 100;
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Descriptors kept free for the listener, the poll, logging and the like.
+const FD_HEADROOM: u64 = 32;
+
+/// Live figures, for the health page and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: usize,
+    pub rooms: usize,
+    pub addresses: usize,
+}
+
+/// Asks a running server to shut down, from any thread or a signal handler.
+#[derive(Debug)]
+pub struct ShutdownHandle(StdUnixStream);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: stop accepting, close every client with 1001, exit.
+    pub fn shutdown(&self) -> io::Result<()> {
+        (&self.0).write_all(&[1])
+    }
+
+    /// The socket to register with `signal_hook::low_level::pipe` for SIGTERM/SIGINT.
+    pub fn signal_pipe(&self) -> io::Result<StdUnixStream> {
+        self.0.try_clone()
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    shutdown_rx: UnixStream,
+    shutdown_tx: StdUnixStream,
+    config: Config,
+    ws_config: WebSocketConfig,
+    max_connections: usize,
+    started: Instant,
+    conns: Slab<Conn>,
+    rooms: Rooms,
+    /// Work queued while handling events, done in order.
+    effects: VecDeque<Effect>,
+    /// Connections with output queued since the last flush.
+    to_flush: Vec<ConnId>,
+    /// Connections whose read budget ran out: read them again next round.
+    to_read: Vec<ConnId>,
+    /// Connections finished this round; removed from the slab after it.
+    to_remove: Vec<ConnId>,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    next_sweep: Instant,
+}
+
+impl Server {
+    /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(SocketAddr::new(config.bind, config.port))?;
+        let local_addr = listener.local_addr()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (shutdown_tx, shutdown_rx) = StdUnixStream::pair()?;
+        shutdown_rx.set_nonblocking(true)?;
+        shutdown_tx.set_nonblocking(true)?;
+        let mut shutdown_rx = UnixStream::from_std(shutdown_rx);
+        poll.registry().register(&mut shutdown_rx, SHUTDOWN, Interest::READABLE)?;
+        let max_connections = config.max_connections.unwrap_or_else(default_max_connections);
+        let ws_config = conn::websocket_config(config.max_message_size, config.max_outbound);
+        let now = Instant::now();
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            shutdown_rx,
+            shutdown_tx,
+            rooms: Rooms::new(config.room_limits),
+            config,
+            ws_config,
+            max_connections,
+            started: now,
+            conns: Slab::new(),
+            effects: VecDeque::new(),
+            to_flush: Vec::new(),
+            to_read: Vec::new(),
+            to_remove: Vec::new(),
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            next_sweep: now,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The most client connections this server holds at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    pub fn shutdown_handle(&self) -> io::Result<ShutdownHandle> {
+        Ok(ShutdownHandle(self.shutdown_tx.try_clone()?))
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            rooms: self.rooms.room_count(),
+            addresses: self.rooms.address_count(),
+        }
+    }
+
+    /// Runs until shut down through a [`ShutdownHandle`]; returns once every client is closed.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+            let now = Instant::now();
+            for key in std::mem::take(&mut self.to_read) {
+                self.on_readable(key, now);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    SHUTDOWN => self.begin_shutdown(now),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key, now);
+                        }
+                        if event.is_writable() || event.is_write_closed() {
+                            self.on_writable(key, now);
+                        }
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|until| now >= until) {
+                self.accept_paused_until = None;
+                self.accept_all(now);
+            }
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
+            self.flush_queued(now);
+            self.remove_finished();
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                info!("shut down; {} connection(s) still open were dropped", self.conns.len());
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.to_read.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut wake = self.next_sweep;
+        if let Some(until) = self.accept_paused_until {
+            wake = wake.min(until);
+        }
+        wake.saturating_duration_since(now)
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() || self.shutdown_deadline.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.conns.len() >= self.max_connections {
+                        refuse_busy(stream);
+                        continue;
+                    }
+                    self.admit(stream, peer, now);
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) if conn::is_resource_exhaustion(&err) => {
+                    // Edge-triggered: no new event comes for clients already waiting, so retry on a timer.
+                    warn!("accept failed ({err}); pausing new connections for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // A client that gave up while queued (ECONNABORTED and the like): skip it.
+                Err(err) => debug!("accept failed: {err}"),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        // Signaling is small messages that want to go out at once.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(err) =
+            self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("cannot watch a new connection from {peer}: {err}");
+            return;
+        }
+        debug!("connection {key} from {peer}");
+        let mut conn = Conn::new(stream, peer, now, self.config.handshake_timeout);
+        conn.rate = TokenBucket::new(self.config.rate_burst, now);
+        entry.insert(conn);
+    }
+
+    fn on_readable(&mut self, key: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.finished {
+            return;
+        }
+        match &conn.phase {
+            Phase::ReadingHead { .. } => match conn.read_head() {
+                HeadRead::Partial => {}
+                HeadRead::Gone => self.finish(key),
+                HeadRead::Invalid(status) => {
+                    debug!("connection {key}: bad request head ({})", status.code());
+                    let body = http::error_response(status, "The request could not be read.");
+                    self.reply(key, body, AfterReply::Close, now);
+                }
+                HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
+            },
+            Phase::Open(_) => self.read_messages(key, now),
+            Phase::WritingReply { .. } => {}
+            Phase::Closing { .. } | Phase::Lingering { .. } => {
+                if conn.discard_input() == WriteEnd::Gone {
+                    self.finish(key);
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, key: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.finished {
+            return;
+        }
+        let was_open = conn.is_open();
+        match conn.flush(&self.ws_config) {
+            WriteEnd::Gone => self.finish(key),
+            WriteEnd::Done | WriteEnd::Blocked => {
+                // Just upgraded: frames may already wait behind the handshake, and no new edge will say so.
+                if !was_open && self.conns.get(key).is_some_and(Conn::is_open) {
+                    self.on_readable(key, now);
+                }
+            }
+        }
+    }
+
+    fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
+        let answer = if request.wants_websocket() {
+            self.admission_refusal(request).map_or_else(
+                || http::answer(request),
+                |(status, why)| Answer::Close(http::error_response(status, why)),
+            )
+        } else if request.path() == "/health" {
+            Answer::Close(http::health_response(request, self.stats(), self.started.elapsed()))
+        } else {
+            http::answer(request)
+        };
+        match answer {
+            Answer::Close(body) => self.reply(key, body, AfterReply::Close, now),
+            Answer::Upgrade(body) => {
+                debug!("connection {key}: WebSocket on {}", request.path());
+                self.reply(key, body, AfterReply::Upgrade { leftover }, now);
+            }
+        }
+    }
+
+    /// Why a WebSocket upgrade may not proceed (token or origin), if it may not.
+    fn admission_refusal(&self, request: &Request) -> Option<(Status, &'static str)> {
+        if !self.config.access_tokens.is_empty() {
+            let offered = request.query_param("token").unwrap_or_default();
+            if !self
+                .config
+                .access_tokens
+                .iter()
+                .any(|token| constant_time_eq(token.as_bytes(), offered.as_bytes()))
+            {
+                return Some((
+                    Status::Unauthorized,
+                    "A valid access token is required: add ?token=... to the URL.",
+                ));
+            }
+        }
+        if !self.config.allowed_origins.is_empty()
+            && let Some(origin) = request.origin.as_deref()
+            && !self.config.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        {
+            return Some((Status::Forbidden, "This origin may not use this signal server."));
+        }
+        None
+    }
+
+    fn reply(&mut self, key: ConnId, body: Vec<u8>, then: AfterReply, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.reply(body, then, &self.ws_config) {
+            WriteEnd::Gone => self.finish(key),
+            WriteEnd::Blocked => {}
+            WriteEnd::Done => {
+                if self.conns.get(key).is_some_and(Conn::is_open) {
+                    self.on_readable(key, now);
+                }
+            }
+        }
+    }
+
+    fn read_messages(&mut self, key: ConnId, now: Instant) {
+        let mut inbox = Vec::new();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let end = conn.read_messages(READ_BUDGET, now, &mut inbox);
+        self.queue_flush(key);
+        for message in inbox {
+            if !self.conns.get(key).is_some_and(Conn::is_open) {
+                return;
+            }
+            self.handle_message(key, &message, now);
+        }
+        match end {
+            ReadEnd::Drained => {}
+            ReadEnd::MoreLeft => self.to_read.push(key),
+            ReadEnd::Gone => self.finish(key),
+            ReadEnd::Fail(code, reason) => {
+                debug!("connection {key}: {reason}; closing with {}", u16::from(code));
+                self.close(key, code, reason);
+            }
+        }
+    }
+
+    fn handle_message(&mut self, key: ConnId, message: &Bytes, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
+            conn.strikes += 1;
+            if conn.strikes > MAX_STRIKES {
+                debug!("connection {key}: kept sending over the rate limit; closing");
+                return self.close(key, CloseCode::Policy, "rate limit exceeded");
+            }
+            let text = Reply::Error { call: "", code: ErrorCode::RateLimited, detail: "slow down" }.to_json();
+            self.effects.push_back(Effect::Send { to: key, text });
+        } else {
+            conn.strikes = 0;
+            let mut effects = Vec::new();
+            match protocol::parse_call(message) {
+                Ok(call) => self.rooms.handle(key, &call, &mut effects),
+                Err(err) => effects.push(Effect::Send { to: key, text: err.reply().to_json() }),
+            }
+            self.effects.extend(effects);
+        }
+        self.apply_effects(now);
+    }
+
+    /// Carries out queued effects, including any that closing a connection adds.
+    fn apply_effects(&mut self, now: Instant) {
+        while let Some(effect) = self.effects.pop_front() {
+            match effect {
+                Effect::Send { to, text } => {
+                    let Some(conn) = self.conns.get_mut(to) else { continue };
+                    match conn.send(text) {
+                        Ok(()) => self.queue_flush(to),
+                        Err(SendError::NotOpen) => {}
+                        Err(SendError::Overflow) => {
+                            debug!("connection {to}: does not read its messages; closing");
+                            self.close(to, CloseCode::Policy, "not reading");
+                        }
+                    }
+                }
+                Effect::Probe { holder } => {
+                    let Some(conn) = self.conns.get_mut(holder) else { continue };
+                    if conn.probe_deadline.is_none() {
+                        conn.probe_deadline = Some(now + self.config.probe_timeout);
+                        conn.ping();
+                        self.queue_flush(holder);
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_flush(&mut self, key: ConnId) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.flush_queued
+        {
+            conn.flush_queued = true;
+            self.to_flush.push(key);
+        }
+    }
+
+    fn flush_queued(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.to_flush) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.flush_queued = false;
+            if !conn.finished {
+                self.on_writable(key, now);
+            }
+        }
+    }
+
+    /// Closes cleanly: the client's addresses are released now, the close frame goes out.
+    fn close(&mut self, key: ConnId, code: CloseCode, reason: &'static str) {
+        self.release_addresses(key);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.close(code, reason, &self.ws_config) == WriteEnd::Gone {
+            self.finish(key);
+        }
+    }
+
+    /// Drops a connection: releases its addresses now and its slot after this round.
+    fn finish(&mut self, key: ConnId) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.finished {
+            return;
+        }
+        conn.finished = true;
+        debug!("connection {key} from {} closed", conn.peer);
+        self.to_remove.push(key);
+        self.release_addresses(key);
+    }
+
+    fn release_addresses(&mut self, key: ConnId) {
+        let mut effects = Vec::new();
+        self.rooms.disconnect(key, &mut effects);
+        if !effects.is_empty() {
+            self.effects.extend(effects);
+            self.apply_effects(Instant::now());
+        }
+    }
+
+    fn remove_finished(&mut self) {
+        for key in std::mem::take(&mut self.to_remove) {
+            if let Some(mut conn) = self.conns.try_remove(key) {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+            }
+        }
+    }
+
+    /// Enforces deadlines: slow handshakes, idle clients, unanswered probes, slow closes.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + self.sweep_interval();
+        let mut expired = Vec::new();
+        let mut idle = Vec::new();
+        let mut to_ping = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            if conn.finished {
+                continue;
+            }
+            let quiet = now.saturating_duration_since(conn.last_heard);
+            if conn.phase_deadline().is_some_and(|deadline| now >= deadline)
+                || conn.probe_deadline.is_some_and(|deadline| now >= deadline)
+            {
+                expired.push(key);
+            } else if conn.is_open() && quiet >= self.config.idle_timeout {
+                idle.push(key);
+            } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
+                to_ping.push(key);
+            }
+        }
+        for key in expired {
+            debug!("connection {key}: deadline passed; dropping");
+            self.finish(key);
+        }
+        for key in idle {
+            debug!("connection {key}: idle; closing");
+            self.close(key, CloseCode::Away, "idle timeout");
+        }
+        for key in to_ping {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.pinged = true;
+                conn.ping();
+                self.queue_flush(key);
+            }
+        }
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        let shortest = [self.config.handshake_timeout, self.config.ping_interval, self.config.probe_timeout]
+            .into_iter()
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        let mut sink = [0u8; 64];
+        while matches!(self.shutdown_rx.read(&mut sink), Ok(n) if n > 0) {}
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down: closing {} connection(s)", self.conns.len());
+        self.shutdown_deadline = Some(now + conn::CLOSE_GRACE);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        // Everyone is leaving: no one needs to hear about the others.
+        self.rooms = Rooms::new(self.config.room_limits);
+        let keys: Vec<ConnId> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.close(key, CloseCode::Away, "server shutting down");
+            } else {
+                self.finish(key);
+            }
+        }
+    }
+}
+
+/// Answers a client over the connection limit with 503 and closes, without keeping it.
+fn refuse_busy(mut stream: TcpStream) {
+    let body = http::error_response(Status::ServiceUnavailable, "The server is at its connection limit.");
+    let _ = stream.write(&body);
+    let _ = stream.shutdown(Shutdown::Write);
+    // Read what the client already sent so that closing does not reset the connection.
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// Compares secrets in time that depends only on their lengths, not their contents.
+fn constant_time_eq(expected: &[u8], offered: &[u8]) -> bool {
+    let mut diff = expected.len() ^ offered.len();
+    for (i, &byte) in expected.iter().enumerate() {
+        diff |= usize::from(byte ^ offered.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Connections the open-file limit allows, after raising the soft limit to the hard one.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    usize::try_from(soft.saturating_sub(FD_HEADROOM).clamp(16, 1 << 20)).unwrap_or(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret", b"secre"));
+        assert!(!constant_time_eq(b"secret", b""));
+    }
+}
