@@ -21,7 +21,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = simple_logger::SimpleLogger::new().with_level(config.log_level).init() {
+    if let Err(err) =
+        simple_logger::SimpleLogger::new().with_level(config.log_level).with_utc_timestamps().init()
+    {
         eprintln!("diva-signal: cannot start logging: {err}");
     }
     match serve(*config) {

@@ -92,7 +92,9 @@ impl Server {
     /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(SocketAddr::new(config.bind, config.port))?;
+        let addr = SocketAddr::new(config.bind, config.port);
+        let mut listener = TcpListener::bind(addr)
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let (shutdown_tx, shutdown_rx) = StdUnixStream::pair()?;

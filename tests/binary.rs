@@ -1,0 +1,168 @@
+//! The real binary: command line, exit codes, and graceful shutdown on signals.
+
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_diva-signal");
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A spawned server and the address it logged; killed on drop if still running.
+struct Spawned {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Spawned {
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env_remove("PORT")
+        .env_remove("BIND_IP")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = lines.recv_timeout(PATIENCE).expect("server logs its address");
+        if let Some((_, rest)) = line.split_once("listening on ") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    Spawned { child, addr, log: lines }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_zero() {
+    let mut server = spawn(&[]);
+    let mut clients: Vec<_> = (0..3)
+        .map(|n| {
+            let stream = TcpStream::connect(&server.addr).expect("connect");
+            stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            let (mut ws, _) =
+                tungstenite::client(format!("ws://{}/", server.addr), stream).expect("handshake");
+            ws.send(Message::text(format!(r#"["join","peer{n}","room"]"#))).expect("join");
+            ws
+        })
+        .collect();
+    // Wait for the last join to be acknowledged so every client is known to the server.
+    let last = clients.last_mut().expect("clients");
+    assert!(matches!(last.read(), Ok(Message::Text(_))));
+
+    signal(&server.child, libc::SIGTERM);
+    for ws in &mut clients {
+        let close = loop {
+            match ws.read() {
+                Ok(Message::Close(frame)) => break frame,
+                Ok(_) => continue,
+                Err(err) => panic!("expected a close frame, got {err:?}"),
+            }
+        };
+        assert_eq!(close.map(|frame| frame.code), Some(CloseCode::Away));
+    }
+    drop(clients);
+    let status = wait_exit(&mut server.child);
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    let log: Vec<String> = server.log.try_iter().collect();
+    assert!(log.iter().any(|line| line.contains("shutting down")), "{log:?}");
+}
+
+#[test]
+fn sigint_also_exits_zero_and_stops_listening() {
+    let mut server = spawn(&[]);
+    signal(&server.child, libc::SIGINT);
+    let status = wait_exit(&mut server.child);
+    assert_eq!(status.code(), Some(0));
+    let refused = TcpStream::connect(&server.addr).map_err(|err| err.kind());
+    assert_eq!(refused.err(), Some(ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn bad_configuration_exits_with_2_and_one_clear_line() {
+    for (args, env) in [
+        (&["--port", "99999"][..], None),
+        (&["--no-such-flag"][..], None),
+        (&[][..], Some(("LOG_LEVEL", "chatty"))),
+        (&[][..], Some(("BIND_IP", "not-an-ip"))),
+    ] {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("PORT").env_remove("BIND_IP").env_remove("LOG_LEVEL");
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run");
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("diva-signal: "), "{stderr}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let help = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--port", "--bind", "--log-level", "PORT", "BIND_IP", "LOG_LEVEL"] {
+        assert!(text.contains(flag), "help lacks {flag}");
+    }
+    let version = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("diva-signal {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn port_in_use_is_a_clear_failure() {
+    let server = spawn(&[]);
+    let port = server.addr.rsplit(':').next().expect("port");
+    let output = Command::new(BIN)
+        .args(["--bind", "127.0.0.1", "--port", port])
+        .env_remove("PORT")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains("address"), "{stderr}");
+}

@@ -1,0 +1,125 @@
+//! HTTP on the signal port: pages, errors, and the WebSocket upgrade, over real sockets.
+
+mod common;
+
+use common::TestServer;
+use serde_json::json;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or_default()
+}
+
+#[test]
+fn landing_page_on_get_and_head() {
+    let server = TestServer::start();
+    let page = server.get("/");
+    assert_eq!(status_line(&page), "HTTP/1.1 200 OK");
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.contains("WebSocket"), "{page}");
+    let head = server.http(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD must not carry a body: {head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse().ok())
+        .expect("content length");
+    assert_eq!(length, page.split_once("\r\n\r\n").map(|(_, body)| body.len()).unwrap_or_default());
+}
+
+#[test]
+fn other_paths_are_404_and_other_methods_405() {
+    let server = TestServer::start();
+    let missing = server.get("/no/such/page");
+    assert_eq!(status_line(&missing), "HTTP/1.1 404 Not Found");
+    assert!(missing.contains("<html"), "{missing}");
+    let post = server.http(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status_line(&post), "HTTP/1.1 405 Method Not Allowed");
+    assert!(!missing.to_ascii_lowercase().contains("x-powered-by"));
+}
+
+#[test]
+fn malformed_heads_get_400_and_oversized_ones_431() {
+    let server = TestServer::start();
+    assert_eq!(status_line(&server.http(b"\x16\x03\x01 not http\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+    assert_eq!(
+        status_line(&server.http(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")),
+        "HTTP/1.1 400 Bad Request"
+    );
+    let mut huge = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+    huge.resize(20_000, b'a');
+    assert!(status_line(&server.http(&huge)).starts_with("HTTP/1.1 431"));
+}
+
+#[test]
+fn bad_upgrade_requests_get_400() {
+    let server = TestServer::start();
+    let wrong_version = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    assert_eq!(status_line(&server.http(wrong_version)), "HTTP/1.1 400 Bad Request");
+    let no_key = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(status_line(&server.http(no_key)), "HTTP/1.1 400 Bad Request");
+}
+
+#[test]
+fn websocket_on_any_path() {
+    let server = TestServer::start();
+    for path in ["/", "/signal", "/some/deep/path?x=1", "/index.html"] {
+        let mut client = server.client_at(path);
+        assert_eq!(client.call(r#"["ping"]"#), json!(["pong"]), "on {path}");
+    }
+}
+
+#[test]
+fn first_offered_subprotocol_is_echoed() {
+    let server = TestServer::start();
+    let mut request = server.url("/").into_client_request().expect("request");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("diva, other"));
+    let stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    let (mut ws, response) = tungstenite::client(request, stream).expect("handshake");
+    assert_eq!(response.headers().get("Sec-WebSocket-Protocol").map(|v| v.as_bytes()), Some(&b"diva"[..]));
+    ws.send(tungstenite::Message::text(r#"["ping"]"#)).expect("send");
+    assert_eq!(ws.read().expect("pong").into_text().expect("text").as_str(), r#"["pong"]"#);
+}
+
+#[test]
+fn frames_sent_right_behind_the_handshake_are_not_lost() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(common::PATIENCE)).expect("timeout");
+    // Head and a masked text frame ["ping"] in one write.
+    let mut bytes = b"GET /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    let payload = br#"["ping"]"#;
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&bytes).expect("send");
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !received.ends_with(br#"["pong"]"#) {
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed before pong: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+}
+
+#[test]
+fn health_reports_live_figures() {
+    let server = TestServer::start();
+    let health = server.health();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["rooms"], 0);
+    let mut client = server.client();
+    client.join("a", "r");
+    let health = server.wait_for_clients(1);
+    assert_eq!((health["rooms"].as_u64(), health["addresses"].as_u64()), (Some(1), Some(1)));
+}
