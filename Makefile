@@ -8,7 +8,7 @@ IMAGE    ?= diva-signal
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 STATIC_BIN  := target/$(HOST_TARGET)/release/diva-signal
 
-.PHONY: help run build release static lint test docker clean
+.PHONY: help run build release static static-check lint test docker clean
 
 help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
@@ -17,6 +17,7 @@ help:
 	@echo "make build     debug build"
 	@echo "make release   optimised, stripped release build ($(BIN))"
 	@echo "make static    statically linked release build ($(STATIC_BIN))"
+	@echo "make static-check  the static binary runs in an empty chroot (needs root)"
 	@echo "make docker    build the container image $(IMAGE) (needs a Docker engine)"
 
 run: release
@@ -32,6 +33,9 @@ release:
 static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(HOST_TARGET)
 	@ls -l $(STATIC_BIN)
+
+static-check: static
+	bash .ci/static-check.sh $(STATIC_BIN)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,28 @@
+# diva-signal container image: one static binary on `scratch`.
+#
+#   docker build -t diva-signal .
+#   docker run -d -p 3903:3903 diva-signal
+#
+# Multi-architecture (Raspberry Pi included), with buildx and QEMU:
+#   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 -t diva-signal .
+
+# Build stage: Alpine's Rust links against musl, statically, for whatever platform it runs on.
+FROM rust:1-alpine AS build
+RUN apk add --no-cache musl-dev
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked \
+ && cp target/release/diva-signal /diva-signal \
+ && /diva-signal --version
+
+# Final stage: nothing but the binary.
+FROM scratch
+COPY --from=build /diva-signal /diva-signal
+# nobody:nogroup; the server needs no files and no privileges.
+USER 65534:65534
+ENV BIND_IP=0.0.0.0 PORT=3903
+EXPOSE 3903
+# The binary handles SIGTERM itself as PID 1: clients get a close frame, exit code 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/diva-signal"]
