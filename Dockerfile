@@ -23,6 +23,9 @@ COPY --from=build /diva-signal /diva-signal
 USER 65534:65534
 ENV BIND_IP=0.0.0.0 PORT=3903
 EXPOSE 3903
+# No curl in `scratch`: the binary checks its own /health (on PORT, via loopback).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=2s --retries=3 \
+  CMD ["/diva-signal", "--healthcheck"]
 # The binary handles SIGTERM itself as PID 1: clients get a close frame, exit code 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/diva-signal"]

@@ -8,7 +8,7 @@ IMAGE    ?= diva-signal
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 STATIC_BIN  := target/$(HOST_TARGET)/release/diva-signal
 
-.PHONY: help run build release static static-check lint test docker clean
+.PHONY: help run build release static static-check cross-pi lint test docker clean
 
 help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
@@ -18,6 +18,7 @@ help:
 	@echo "make release   optimised, stripped release build ($(BIN))"
 	@echo "make static    statically linked release build ($(STATIC_BIN))"
 	@echo "make static-check  the static binary runs in an empty chroot (needs root)"
+	@echo "make cross-pi  static builds for Raspberry Pi (aarch64, armv7) where those targets are installed"
 	@echo "make docker    build the container image $(IMAGE) (needs a Docker engine)"
 
 run: release
@@ -36,6 +37,25 @@ static:
 
 static-check: static
 	bash .ci/static-check.sh $(STATIC_BIN)
+
+# Raspberry Pi: 64-bit (Pi 3/4/5 with a 64-bit OS) and 32-bit ARMv7 (Pi 2/3/4 with Raspberry Pi OS 32-bit).
+PI_TARGETS ?= aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+
+cross-pi:
+	@built=0; for target in $(PI_TARGETS); do \
+	  if ! rustup target list --installed 2>/dev/null | grep -qx "$$target"; then \
+	    echo "skip $$target: Rust target not installed (rustup target add $$target)"; continue; fi; \
+	  linker=$$(case $$target in aarch64*) echo aarch64-linux-gnu-gcc;; *) echo arm-linux-gnueabihf-gcc;; esac); \
+	  if ! command -v $$linker >/dev/null; then \
+	    echo "skip $$target: linker $$linker missing (apt-get install gcc-$${linker%-gcc})"; continue; fi; \
+	  var=CARGO_TARGET_$$(echo $$target | tr 'a-z-' 'A-Z_')_LINKER; \
+	  env $$var=$$linker $(CARGO) build --release --target $$target && \
+	    ls -l target/$$target/release/diva-signal && built=$$((built + 1)); \
+	done; \
+	if [ $$built -eq 0 ]; then \
+	  echo "No Raspberry Pi build was made: install the targets above, or build the image for the Pi with"; \
+	  echo "  docker buildx build --platform linux/arm64,linux/arm/v7 -t diva-signal ."; \
+	fi
 
 lint:
 	$(CARGO) fmt --all -- --check

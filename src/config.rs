@@ -68,6 +68,8 @@ impl Default for Config {
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
+    /// Check the health of the server this configuration describes, then exit.
+    Healthcheck(Box<Config>),
     Help,
     Version,
 }
@@ -245,10 +247,15 @@ impl Config {
         }
         // Flags replace what the environment said, except repeatable lists, which extend it.
         let mut args = args.into_iter();
+        let mut healthcheck = false;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
                 "-V" | "--version" => return Ok(Command::Version),
+                "--healthcheck" => {
+                    healthcheck = true;
+                    continue;
+                }
                 _ => {}
             }
             let (flag, inline) = match arg.split_once('=') {
@@ -265,6 +272,9 @@ impl Config {
             (setting.apply)(&mut config, &value).map_err(|why| format!("option {flag} {value:?}: {why}"))?;
         }
         config.check()?;
+        if healthcheck {
+            return Ok(Command::Healthcheck(Box::new(config)));
+        }
         Ok(Command::Run(Box::new(config)))
     }
 
@@ -294,7 +304,12 @@ pub fn help_text() -> String {
     for s in SETTINGS {
         let _ = writeln!(text, "  {:<22} {:<26} {:<22} {}", s.flag, s.env, s.default, s.help);
     }
-    text.push_str("  -h, --help             print this help\n  -V, --version          print the version\n");
+    text.push_str(
+        "  --healthcheck          ask the server configured by the options above for /health;\n\
+         \x20                        exit 0 if healthy, 1 if not (for container health checks)\n\
+         \x20 -h, --help             print this help\n\
+         \x20 -V, --version          print the version\n",
+    );
     text
 }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod healthcheck;
 pub mod http;
 pub mod ident;
 pub mod protocol;

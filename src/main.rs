@@ -1,6 +1,7 @@
 //! Wiring only: configuration, logging, signals, and the server loop.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use diva_signal::{Command, Config, Server};
 use log::{error, info};
@@ -8,6 +9,19 @@ use log::{error, info};
 fn main() -> ExitCode {
     let config = match Config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(Command::Run(config)) => config,
+        Ok(Command::Healthcheck(config)) => {
+            let addr = diva_signal::healthcheck::target(&config);
+            return match diva_signal::healthcheck::check(addr, Duration::from_secs(3)) {
+                Ok(body) => {
+                    println!("healthy: {body}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("unhealthy: {why}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Command::Help) => {
             print!("{}", diva_signal::config::help_text());
             return ExitCode::SUCCESS;

@@ -166,3 +166,40 @@ fn port_in_use_is_a_clear_failure() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("address"), "{stderr}");
 }
+
+#[test]
+fn healthcheck_exits_0_for_a_live_server_and_1_for_a_dead_one() {
+    let mut server = spawn(&[]);
+    let port = server.addr.rsplit(':').next().expect("port").to_owned();
+    let check = |port: &str| {
+        Command::new(BIN)
+            .args(["--healthcheck", "--bind", "127.0.0.1", "--port", port])
+            .env_remove("PORT")
+            .env_remove("BIND_IP")
+            .output()
+            .expect("run healthcheck")
+    };
+    let live = check(&port);
+    assert_eq!(live.status.code(), Some(0), "{live:?}");
+    assert!(String::from_utf8_lossy(&live.stdout).contains("\"status\":\"ok\""));
+
+    signal(&server.child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut server.child).code(), Some(0));
+    let dead = check(&port);
+    assert_eq!(dead.status.code(), Some(1), "{dead:?}");
+    assert!(String::from_utf8_lossy(&dead.stderr).starts_with("unhealthy: "));
+}
+
+#[test]
+fn healthcheck_uses_port_from_environment_like_the_server() {
+    let server = spawn(&[]);
+    let port = server.addr.rsplit(':').next().expect("port");
+    // As in the container: PORT set, BIND_IP=0.0.0.0 means "ask loopback".
+    let output = Command::new(BIN)
+        .arg("--healthcheck")
+        .env("PORT", port)
+        .env("BIND_IP", "0.0.0.0")
+        .output()
+        .expect("run healthcheck");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
