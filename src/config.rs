@@ -40,6 +40,60 @@ pub struct Config {
     pub access_tokens: Vec<String>,
     /// When not empty, browsers from other origins are refused.
     pub allowed_origins: Vec<String>,
+    /// Serve `GET /metrics`.
+    pub metrics: bool,
+    /// Client networks allowed to read `/metrics`; `None` means loopback only.
+    pub metrics_allow: Option<Vec<IpNet>>,
+    /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
+    pub trust_proxy: bool,
+}
+
+/// An IP network: an address and a prefix length, such as 127.0.0.0/8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// True when `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("bad prefix length in {text:?}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
 }
 
 impl Default for Config {
@@ -60,6 +114,9 @@ impl Default for Config {
             probe_timeout: Duration::from_secs(5),
             access_tokens: Vec::new(),
             allowed_origins: Vec::new(),
+            metrics: true,
+            metrics_allow: None,
+            trust_proxy: false,
         }
     }
 }
@@ -79,6 +136,8 @@ type Apply = fn(&mut Config, &str) -> Result<(), String>;
 /// One setting: its flag, its environment variable, its help line and how to apply a value.
 struct Setting {
     flag: &'static str,
+    /// A switch takes no value on the command line (`--flag` means true).
+    switch: bool,
     env: &'static str,
     default: &'static str,
     help: &'static str,
@@ -87,6 +146,7 @@ struct Setting {
 
 const SETTINGS: &[Setting] = &[
     Setting {
+        switch: false,
         flag: "--port",
         env: "PORT",
         default: "3903",
@@ -94,6 +154,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| parse_into(&mut c.port, v, "a port number from 0 to 65535"),
     },
     Setting {
+        switch: false,
         flag: "--bind",
         env: "BIND_IP",
         default: "0.0.0.0",
@@ -101,6 +162,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| parse_into(&mut c.bind, v, "an IP address such as 0.0.0.0 or ::1"),
     },
     Setting {
+        switch: false,
         flag: "--log-level",
         env: "LOG_LEVEL",
         default: "info",
@@ -111,6 +173,7 @@ const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        switch: false,
         flag: "--max-message-size",
         env: "MAX_MESSAGE_SIZE",
         default: "64KiB",
@@ -118,6 +181,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| size_into(&mut c.max_message_size, v, 1024, 16 * 1024 * 1024),
     },
     Setting {
+        switch: false,
         flag: "--max-connections",
         env: "MAX_CONNECTIONS",
         default: "from open-file limit",
@@ -133,6 +197,7 @@ const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        switch: false,
         flag: "--max-idents",
         env: "MAX_IDENTS_PER_CONNECTION",
         default: "32",
@@ -140,6 +205,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| count_into(&mut c.room_limits.max_idents_per_conn, v),
     },
     Setting {
+        switch: false,
         flag: "--max-room-members",
         env: "MAX_ROOM_MEMBERS",
         default: "256",
@@ -147,6 +213,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| count_into(&mut c.room_limits.max_room_members, v),
     },
     Setting {
+        switch: false,
         flag: "--max-name-length",
         env: "MAX_NAME_LENGTH",
         default: "256",
@@ -154,6 +221,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| count_into(&mut c.room_limits.max_name_len, v),
     },
     Setting {
+        switch: false,
         flag: "--rate",
         env: "RATE_LIMIT",
         default: "100",
@@ -161,6 +229,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| count_into(&mut c.rate_per_sec, v),
     },
     Setting {
+        switch: false,
         flag: "--burst",
         env: "RATE_BURST",
         default: "500",
@@ -168,6 +237,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| count_into(&mut c.rate_burst, v),
     },
     Setting {
+        switch: false,
         flag: "--max-outbound",
         env: "MAX_OUTBOUND_BUFFER",
         default: "1MiB",
@@ -175,6 +245,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| size_into(&mut c.max_outbound, v, 64 * 1024, 1024 * 1024 * 1024),
     },
     Setting {
+        switch: false,
         flag: "--handshake-timeout",
         env: "HANDSHAKE_TIMEOUT",
         default: "10",
@@ -182,6 +253,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| seconds_into(&mut c.handshake_timeout, v),
     },
     Setting {
+        switch: false,
         flag: "--ping-interval",
         env: "PING_INTERVAL",
         default: "30",
@@ -189,6 +261,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| seconds_into(&mut c.ping_interval, v),
     },
     Setting {
+        switch: false,
         flag: "--idle-timeout",
         env: "IDLE_TIMEOUT",
         default: "90",
@@ -196,6 +269,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| seconds_into(&mut c.idle_timeout, v),
     },
     Setting {
+        switch: false,
         flag: "--probe-timeout",
         env: "PROBE_TIMEOUT",
         default: "5",
@@ -203,6 +277,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| seconds_into(&mut c.probe_timeout, v),
     },
     Setting {
+        switch: false,
         flag: "--access-token",
         env: "ACCESS_TOKEN",
         default: "none",
@@ -210,6 +285,7 @@ const SETTINGS: &[Setting] = &[
         apply: |c, v| list_into(&mut c.access_tokens, v),
     },
     Setting {
+        switch: false,
         flag: "--access-token-file",
         env: "ACCESS_TOKEN_FILE",
         default: "none",
@@ -223,11 +299,47 @@ const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        switch: false,
         flag: "--allowed-origin",
         env: "ALLOWED_ORIGINS",
         default: "any",
         help: "accept browsers only from this Origin (repeatable; env: comma-separated)",
         apply: |c, v| list_into(&mut c.allowed_origins, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--metrics",
+        env: "METRICS",
+        default: "on",
+        help: "serve Prometheus metrics at /metrics: on or off",
+        apply: |c, v| bool_into(&mut c.metrics, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--metrics-allow",
+        env: "METRICS_ALLOW",
+        default: "127.0.0.0/8,::1",
+        help: "client networks that may read /metrics (replaces the default; env: comma-separated)",
+        apply: |c, v| {
+            let nets = v
+                .split(',')
+                .filter(|n| !n.trim().is_empty())
+                .map(str::parse)
+                .collect::<Result<Vec<IpNet>, _>>()?;
+            if nets.is_empty() {
+                return Err("must not be empty (use --metrics off to turn metrics off)".into());
+            }
+            c.metrics_allow.get_or_insert_with(Vec::new).extend(nets);
+            Ok(())
+        },
+    },
+    Setting {
+        switch: true,
+        flag: "--trust-proxy",
+        env: "TRUST_PROXY",
+        default: "off",
+        help: "behind a reverse proxy: client address from X-Forwarded-For",
+        apply: |c, v| bool_into(&mut c.trust_proxy, v),
     },
 ];
 
@@ -266,9 +378,11 @@ impl Config {
                 .iter()
                 .find(|s| s.flag == flag)
                 .ok_or_else(|| format!("unknown option {flag:?} (see --help)"))?;
-            let value = inline
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("option {flag} needs a value (see --help)"))?;
+            let value = match inline {
+                Some(value) => value,
+                None if setting.switch => "true".to_owned(),
+                None => args.next().ok_or_else(|| format!("option {flag} needs a value (see --help)"))?,
+            };
             (setting.apply)(&mut config, &value).map_err(|why| format!("option {flag} {value:?}: {why}"))?;
         }
         config.check()?;
@@ -276,6 +390,14 @@ impl Config {
             return Ok(Command::Healthcheck(Box::new(config)));
         }
         Ok(Command::Run(Box::new(config)))
+    }
+
+    /// True when a client at `ip` may read `/metrics`.
+    pub fn may_read_metrics(&self, ip: IpAddr) -> bool {
+        match &self.metrics_allow {
+            Some(nets) => nets.iter().any(|net| net.contains(ip)),
+            None => IpNet { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 }.contains(ip) || ip.is_loopback(),
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -360,6 +482,15 @@ fn seconds_into(slot: &mut Duration, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn bool_into(slot: &mut bool, value: &str) -> Result<(), String> {
+    *slot = match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => true,
+        "0" | "false" | "off" | "no" => false,
+        _ => return Err("expected on or off".into()),
+    };
+    Ok(())
+}
+
 fn list_into(list: &mut Vec<String>, value: &str) -> Result<(), String> {
     let items: Vec<String> =
         value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect();
@@ -427,6 +558,24 @@ mod tests {
             let err = parse(args, env).expect_err("must be refused");
             assert!(!err.is_empty());
         }
+    }
+
+    #[test]
+    fn networks_and_switches() {
+        let config = parse(&["--trust-proxy", "--metrics-allow", "10.0.0.0/8", "--metrics-allow=::1"], &[])
+            .expect("valid");
+        assert!(config.trust_proxy);
+        assert!(config.may_read_metrics("10.1.2.3".parse().expect("ip")));
+        assert!(config.may_read_metrics("::1".parse().expect("ip")));
+        assert!(!config.may_read_metrics("127.0.0.1".parse().expect("ip")));
+        assert!(!config.may_read_metrics("11.0.0.1".parse().expect("ip")));
+        let default = parse(&[], &[("METRICS", "off")]).expect("valid");
+        assert!(!default.metrics && !default.trust_proxy);
+        assert!(default.may_read_metrics("127.0.0.1".parse().expect("ip")));
+        assert!(default.may_read_metrics("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!default.may_read_metrics("192.0.2.1".parse().expect("ip")));
+        assert!(parse(&["--metrics-allow", "10.0.0.0/33"], &[]).is_err());
+        assert!(parse(&["--metrics", "maybe"], &[]).is_err());
     }
 
     #[test]

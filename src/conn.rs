@@ -15,6 +15,7 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
 use crate::http::{self, HeadStatus, Request};
+use crate::metrics::CloseReason;
 use crate::rate::TokenBucket;
 
 /// How long a closing connection may take to finish before it is dropped.
@@ -90,7 +91,7 @@ pub enum SendError {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub socket: Socket,
     pub peer: SocketAddr,
     pub phase: Phase,
     /// When the client last sent anything.
@@ -107,12 +108,41 @@ pub struct Conn {
     pub flush_queued: bool,
     /// Closed and released; leaves the slab at the end of the round.
     pub finished: bool,
+    /// Why the connection is closing, once it is.
+    pub close_reason: CloseReason,
+}
+
+/// A client socket that counts the bytes through it, for the metrics.
+pub struct Socket {
+    pub stream: TcpStream,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.bytes_read += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.bytes_written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Self {
         Conn {
-            stream,
+            socket: Socket { stream, bytes_read: 0, bytes_written: 0 },
             peer,
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
             last_heard: now,
@@ -122,6 +152,7 @@ impl Conn {
             strikes: 0,
             flush_queued: false,
             finished: false,
+            close_reason: CloseReason::Client,
         }
     }
 
@@ -139,7 +170,7 @@ impl Conn {
                 break;
             }
             let Some(into) = chunk.get_mut(..room) else { break };
-            match self.stream.read(into) {
+            match self.socket.read(into) {
                 Ok(0) => return HeadRead::Gone,
                 Ok(n) => buf.extend_from_slice(into.get(..n).unwrap_or_default()),
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
@@ -166,7 +197,7 @@ impl Conn {
     fn write_reply(&mut self, ws_config: &WebSocketConfig) -> WriteEnd {
         let Phase::WritingReply { out, written, .. } = &mut self.phase else { return WriteEnd::Gone };
         while let Some(rest) = out.get(*written..).filter(|rest| !rest.is_empty()) {
-            match self.stream.write(rest) {
+            match self.socket.write(rest) {
                 Ok(0) => return WriteEnd::Gone,
                 Ok(n) => *written += n,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Blocked,
@@ -190,7 +221,7 @@ impl Conn {
     pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Bytes>) -> ReadEnd {
         let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
         for _ in 0..budget {
-            match ws.read(&mut self.stream) {
+            match ws.read(&mut self.socket) {
                 Ok(message) => {
                     self.last_heard = now;
                     self.pinged = false;
@@ -213,7 +244,7 @@ impl Conn {
     /// when much is queued).
     pub fn send(&mut self, text: String) -> Result<(), SendError> {
         let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
-        match ws.write(&mut self.stream, Message::text(text)) {
+        match ws.write(&mut self.socket, Message::text(text)) {
             Ok(()) => Ok(()),
             // The frame is queued; the rest waits for WRITABLE.
             Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => Ok(()),
@@ -225,7 +256,7 @@ impl Conn {
     /// Queues a WebSocket ping (keep-alive or liveness probe).
     pub fn ping(&mut self) {
         if let Phase::Open(ws) = &mut self.phase {
-            let _ = ws.write(&mut self.stream, Message::Ping(Bytes::new()));
+            let _ = ws.write(&mut self.socket, Message::Ping(Bytes::new()));
         }
     }
 
@@ -234,12 +265,12 @@ impl Conn {
         match &mut self.phase {
             Phase::ReadingHead { .. } => WriteEnd::Done,
             Phase::WritingReply { .. } => self.write_reply(ws_config),
-            Phase::Open(ws) => match ws.flush(&mut self.stream) {
+            Phase::Open(ws) => match ws.flush(&mut self.socket) {
                 Ok(()) => WriteEnd::Done,
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
                 Err(_) => WriteEnd::Gone,
             },
-            Phase::Closing { ws, .. } => match ws.flush(&mut self.stream) {
+            Phase::Closing { ws, .. } => match ws.flush(&mut self.socket) {
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
                 // Flushed (or the client already answered our close): shut our side.
                 Ok(()) | Err(WsError::ConnectionClosed) => self.linger(),
@@ -256,7 +287,7 @@ impl Conn {
             Phase::Open(mut ws) => {
                 let frame = CloseFrame { code, reason: reason.into() };
                 // close() queues the frame even when the socket would block.
-                let _ = ws.close(&mut self.stream, Some(frame));
+                let _ = ws.close(&mut self.socket, Some(frame));
                 self.phase = Phase::Closing { ws, deadline: Instant::now() + CLOSE_GRACE };
                 self.flush(ws_config)
             }
@@ -271,7 +302,7 @@ impl Conn {
     /// Shuts our sending side so the client sees the end, then waits for its hang-up.
     /// Dropping a socket with unread input would reset it and could lose what we sent.
     fn linger(&mut self) -> WriteEnd {
-        if self.stream.shutdown(Shutdown::Write).is_err() {
+        if self.socket.stream.shutdown(Shutdown::Write).is_err() {
             return WriteEnd::Gone;
         }
         self.phase = Phase::Lingering { deadline: Instant::now() + CLOSE_GRACE };
@@ -282,7 +313,7 @@ impl Conn {
     pub fn discard_input(&mut self) -> WriteEnd {
         let mut sink = [0u8; 4096];
         loop {
-            match self.stream.read(&mut sink) {
+            match self.socket.read(&mut sink) {
                 Ok(0) => return WriteEnd::Gone,
                 Ok(_) => {}
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Done,

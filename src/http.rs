@@ -182,7 +182,8 @@ pub enum Answer {
 }
 
 /// Routes a complete request: WebSocket upgrade on any path, pages otherwise.
-pub fn answer(request: &Request) -> Answer {
+/// `stats` fills in the live figures on the landing page.
+pub fn answer(request: &Request, stats: Stats) -> Answer {
     if request.wants_websocket() {
         return match handshake(request) {
             Ok(response) => Answer::Upgrade(response),
@@ -194,10 +195,24 @@ pub fn answer(request: &Request) -> Answer {
         return Answer::Close(error_response(Status::MethodNotAllowed, "Only GET and HEAD are served here."));
     }
     let (status, page) = match request.path() {
-        "/" | "/index.html" => (Status::Ok, LANDING_PAGE),
-        _ => (Status::NotFound, NOT_FOUND_PAGE),
+        "/" | "/index.html" => (Status::Ok, landing_page(stats)),
+        _ => (Status::NotFound, NOT_FOUND_PAGE.to_owned()),
     };
     Answer::Close(response(status, "text/html; charset=utf-8", page.as_bytes(), head_only))
+}
+
+/// The landing page with the live figures filled in.
+fn landing_page(stats: Stats) -> String {
+    LANDING_PAGE
+        .replace("{{connections}}", &stats.connections.to_string())
+        .replace("{{rooms}}", &stats.rooms.to_string())
+        .replace("{{version}}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics_response(request: &Request, exposition: &str) -> Vec<u8> {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response(Status::Ok, content_type, exposition.as_bytes(), request.method == "HEAD")
 }
 
 /// The 101 response for a valid RFC 6455 upgrade request, or why it is refused.
@@ -289,6 +304,8 @@ mod tests {
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
 
+    const STATS: Stats = Stats { connections: 3, rooms: 2, addresses: 5 };
+
     fn parse(buf: &[u8]) -> HeadStatus {
         parse_head(buf, &mut 0)
     }
@@ -310,7 +327,7 @@ mod tests {
     fn upgrade_on_any_path_answers_rfc6455_example() {
         let request = complete(UPGRADE);
         assert_eq!(request.path(), "/any/path");
-        let Answer::Upgrade(bytes) = answer(&request) else { panic!("not an upgrade") };
+        let Answer::Upgrade(bytes) = answer(&request, STATS) else { panic!("not an upgrade") };
         let response = String::from_utf8(bytes).expect("text");
         assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         // The accept value for this key is given in RFC 6455, section 1.3.
@@ -339,17 +356,19 @@ mod tests {
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ];
         for case in cases {
-            assert!(text(answer(&complete(case))).starts_with("HTTP/1.1 400 "));
+            assert!(text(answer(&complete(case), STATS)).starts_with("HTTP/1.1 400 "));
         }
     }
 
     #[test]
     fn pages_and_statuses() {
-        let get = |head: &[u8]| text(answer(&complete(head)));
+        let get = |head: &[u8]| text(answer(&complete(head), STATS));
         let landing = get(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(landing.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(landing.contains("Content-Type: text/html"));
         assert!(landing.contains("<html"));
+        assert!(landing.contains("<b id=\"connections\">3</b>"), "{landing}");
+        assert!(landing.contains("<b id=\"rooms\">2</b>"), "{landing}");
         let head = get(b"HEAD / HTTP/1.1\r\n\r\n");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
         assert!(get(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));

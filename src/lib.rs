@@ -9,6 +9,7 @@ pub mod conn;
 pub mod healthcheck;
 pub mod http;
 pub mod ident;
+pub mod metrics;
 pub mod protocol;
 pub mod rate;
 pub mod rooms;

@@ -81,6 +81,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownCall,
+        ErrorCode::Taken,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::NotOwner,
+        ErrorCode::UnknownPeer,
+        ErrorCode::TooLarge,
+        ErrorCode::Limit,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadJson => "bad-json",
@@ -201,7 +216,48 @@ pub enum Reply<'a> {
     Error { call: &'a str, code: ErrorCode, detail: &'a str },
 }
 
+/// What kind of reply a message is, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    Ident,
+    Join,
+    Stun,
+    Signal,
+    Leave,
+    Pong,
+    Error(ErrorCode),
+}
+
+impl ReplyKind {
+    /// Names of the kinds, indexed by [`ReplyKind::index`].
+    pub const NAMES: [&'static str; 7] = ["ident", "join", "stun", "signal", "leave", "pong", "error"];
+
+    pub fn index(self) -> usize {
+        match self {
+            ReplyKind::Ident => 0,
+            ReplyKind::Join => 1,
+            ReplyKind::Stun => 2,
+            ReplyKind::Signal => 3,
+            ReplyKind::Leave => 4,
+            ReplyKind::Pong => 5,
+            ReplyKind::Error(_) => 6,
+        }
+    }
+}
+
 impl Reply<'_> {
+    pub fn kind(&self) -> ReplyKind {
+        match self {
+            Reply::Ident(_) => ReplyKind::Ident,
+            Reply::Join { .. } => ReplyKind::Join,
+            Reply::Stun { .. } => ReplyKind::Stun,
+            Reply::Signal { .. } => ReplyKind::Signal,
+            Reply::Left { .. } | Reply::PeerLeft { .. } => ReplyKind::Leave,
+            Reply::Pong => ReplyKind::Pong,
+            Reply::Error { code, .. } => ReplyKind::Error(*code),
+        }
+    }
+
     /// The reply as compact JSON text.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(self.size_hint());

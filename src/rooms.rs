@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::ident::fresh_ident;
-use crate::protocol::{Call, ErrorCode, Reply};
+use crate::protocol::{Call, ErrorCode, Reply, ReplyKind};
 
 /// A connection, as the server names it (its slab key).
 pub type ConnId = usize;
@@ -14,7 +14,7 @@ pub type ConnId = usize;
 #[derive(Debug, PartialEq)]
 pub enum Effect {
     /// Send this JSON text to the connection.
-    Send { to: ConnId, text: String },
+    Send { to: ConnId, text: String, kind: ReplyKind },
     /// Someone asked for an address this connection holds: check that it is still alive.
     Probe { holder: ConnId },
 }
@@ -82,6 +82,15 @@ impl Rooms {
     /// Addresses of the members of `room`, in join order.
     pub fn members(&self, room: &str) -> impl Iterator<Item = &str> {
         self.rooms.get(room).into_iter().flatten().map(|m| &*m.address)
+    }
+
+    /// Every membership: (room, member address, connection holding it), with each
+    /// room's members in join order and the rooms in no particular order. Read-only;
+    /// for consistency checks (the `rooms_ops` fuzz target) and diagnostics.
+    pub fn memberships(&self) -> impl Iterator<Item = (&str, &str, ConnId)> {
+        self.rooms
+            .iter()
+            .flat_map(|(room, members)| members.iter().map(move |m| (&**room, &*m.address, m.conn)))
     }
 
     /// Carries out one call from `conn`, appending what to send to `out`.
@@ -215,7 +224,7 @@ const ALREADY_JOINED: &str = "this connection already holds that address";
 const TAKEN: &str = "another connection holds that address";
 
 fn send(out: &mut Vec<Effect>, to: ConnId, reply: Reply<'_>) {
-    out.push(Effect::Send { to, text: reply.to_json() });
+    out.push(Effect::Send { to, text: reply.to_json(), kind: reply.kind() });
 }
 
 fn refuse(out: &mut Vec<Effect>, conn: ConnId, call: &Call<'_>, code: ErrorCode, detail: &str) {
@@ -234,7 +243,7 @@ mod tests {
         rooms.handle(conn, &call, &mut out);
         out.into_iter()
             .map(|effect| match effect {
-                Effect::Send { to, text } => (to, text),
+                Effect::Send { to, text, .. } => (to, text),
                 Effect::Probe { holder } => (holder, "PROBE".to_owned()),
             })
             .collect()
@@ -373,7 +382,10 @@ mod tests {
         call(&mut rooms, 2, r#"["join","b","r"]"#);
         let mut out = Vec::new();
         rooms.disconnect(1, &mut out);
-        assert_eq!(out, [Effect::Send { to: 2, text: r#"["leave","r:b","r:a"]"#.into() }]);
+        assert_eq!(
+            out,
+            [Effect::Send { to: 2, text: r#"["leave","r:b","r:a"]"#.into(), kind: ReplyKind::Leave }]
+        );
         assert_eq!(rooms.holder("r:a"), None);
         assert_eq!(rooms.holder("s:a"), None);
         assert_eq!(rooms.holder("t:a"), Some(2));
@@ -422,6 +434,20 @@ mod tests {
         assert_eq!(error_code(&replies).as_deref(), Some("limit"));
         assert_eq!(rooms.members("r").count(), 3);
         assert_eq!(rooms.room_count(), 1);
+    }
+
+    #[test]
+    fn memberships_list_every_room_member_with_its_connection() {
+        let mut rooms = Rooms::default();
+        call(&mut rooms, 1, r#"["join","a","r"]"#);
+        call(&mut rooms, 2, r#"["join","b","r"]"#);
+        call(&mut rooms, 2, r#"["join","a","s"]"#);
+        let mut all: Vec<_> = rooms.memberships().collect();
+        all.sort_unstable();
+        assert_eq!(all, [("r", "r:a", 1), ("r", "r:b", 2), ("s", "s:a", 2)]);
+        let mut out = Vec::new();
+        rooms.disconnect(2, &mut out);
+        assert_eq!(rooms.memberships().collect::<Vec<_>>(), [("r", "r:a", 1)]);
     }
 
     #[test]

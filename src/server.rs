@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::config::Config;
 use crate::conn::{self, AfterReply, Conn, HeadRead, Phase, ReadEnd, SendError, WriteEnd};
 use crate::http::{self, Answer, Request, Status};
+use crate::metrics::{CloseReason, Metrics};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::{TokenBucket, Verdict};
 use crate::rooms::{ConnId, Effect, Rooms};
@@ -73,6 +74,7 @@ pub struct Server {
     ws_config: WebSocketConfig,
     max_connections: usize,
     started: Instant,
+    metrics: Metrics,
     conns: Slab<Conn>,
     rooms: Rooms,
     /// Work queued while handling events, done in order.
@@ -116,6 +118,7 @@ impl Server {
             ws_config,
             max_connections,
             started: now,
+            metrics: Metrics::default(),
             conns: Slab::new(),
             effects: VecDeque::new(),
             to_flush: Vec::new(),
@@ -214,7 +217,9 @@ impl Server {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    self.metrics.connections_accepted += 1;
                     if self.conns.len() >= self.max_connections {
+                        self.metrics.connection_limit_hits += 1;
                         refuse_busy(stream);
                         continue;
                     }
@@ -223,13 +228,17 @@ impl Server {
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) if conn::is_resource_exhaustion(&err) => {
+                    self.metrics.accept_errors += 1;
                     // Edge-triggered: no new event comes for clients already waiting, so retry on a timer.
                     warn!("accept failed ({err}); pausing new connections for {ACCEPT_BACKOFF:?}");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
                 // A client that gave up while queued (ECONNABORTED and the like): skip it.
-                Err(err) => debug!("accept failed: {err}"),
+                Err(err) => {
+                    self.metrics.accept_errors += 1;
+                    debug!("accept failed: {err}");
+                }
             }
         }
     }
@@ -259,9 +268,10 @@ impl Server {
         match &conn.phase {
             Phase::ReadingHead { .. } => match conn.read_head() {
                 HeadRead::Partial => {}
-                HeadRead::Gone => self.finish(key),
+                HeadRead::Gone => self.finish(key, CloseReason::Client),
                 HeadRead::Invalid(status) => {
                     debug!("connection {key}: bad request head ({})", status.code());
+                    self.metrics.handshake_failures += 1;
                     let body = http::error_response(status, "The request could not be read.");
                     self.reply(key, body, AfterReply::Close, now);
                 }
@@ -271,7 +281,8 @@ impl Server {
             Phase::WritingReply { .. } => {}
             Phase::Closing { .. } | Phase::Lingering { .. } => {
                 if conn.discard_input() == WriteEnd::Gone {
-                    self.finish(key);
+                    let reason = conn.close_reason;
+                    self.finish(key, reason);
                 }
             }
         }
@@ -284,7 +295,10 @@ impl Server {
         }
         let was_open = conn.is_open();
         match conn.flush(&self.ws_config) {
-            WriteEnd::Gone => self.finish(key),
+            WriteEnd::Gone => {
+                let reason = if was_open { CloseReason::Error } else { conn.close_reason };
+                self.finish(key, reason);
+            }
             WriteEnd::Done | WriteEnd::Blocked => {
                 // Just upgraded: frames may already wait behind the handshake, and no new edge will say so.
                 if !was_open && self.conns.get(key).is_some_and(Conn::is_open) {
@@ -295,23 +309,74 @@ impl Server {
     }
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
+        let peer = self.conns.get(key).map(|conn| conn.peer);
+        let client = peer.map(|peer| self.client_ip(peer.ip(), request));
         let answer = if request.wants_websocket() {
-            self.admission_refusal(request).map_or_else(
-                || http::answer(request),
-                |(status, why)| Answer::Close(http::error_response(status, why)),
-            )
-        } else if request.path() == "/health" {
-            Answer::Close(http::health_response(request, self.stats(), self.started.elapsed()))
+            match self.admission_refusal(request) {
+                Some((status, why)) => Answer::Close(http::error_response(status, why)),
+                None => http::answer(request, self.stats()),
+            }
         } else {
-            http::answer(request)
+            match request.path() {
+                "/health" => {
+                    Answer::Close(http::health_response(request, self.stats(), self.started.elapsed()))
+                }
+                "/metrics" if self.config.metrics => {
+                    if client.is_some_and(|ip| self.config.may_read_metrics(ip)) {
+                        let exposition = self.render_metrics();
+                        Answer::Close(http::metrics_response(request, &exposition))
+                    } else {
+                        let why = "Metrics are not served to this address (see --metrics-allow).";
+                        Answer::Close(http::error_response(Status::Forbidden, why))
+                    }
+                }
+                _ => http::answer(request, self.stats()),
+            }
         };
         match answer {
-            Answer::Close(body) => self.reply(key, body, AfterReply::Close, now),
+            Answer::Close(body) => {
+                if request.wants_websocket() {
+                    self.metrics.handshake_failures += 1;
+                }
+                self.reply(key, body, AfterReply::Close, now);
+            }
             Answer::Upgrade(body) => {
-                debug!("connection {key}: WebSocket on {}", request.path());
+                self.metrics.websocket_upgrades += 1;
+                if let Some(ip) = client {
+                    debug!("connection {key}: WebSocket on {} from {ip}", request.path());
+                }
                 self.reply(key, body, AfterReply::Upgrade { leftover }, now);
             }
         }
+    }
+
+    /// The client's address: the socket's peer, or with `--trust-proxy` the address the
+    /// proxy put last in `X-Forwarded-For`. A request that came through a proxy the
+    /// server does not trust never counts as local.
+    fn client_ip(&self, peer: IpAddr, request: &Request) -> IpAddr {
+        let forwarded = request
+            .forwarded_for
+            .as_deref()
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        match (self.config.trust_proxy, forwarded, &request.forwarded_for) {
+            (true, Some(ip), _) => ip,
+            (false, _, Some(_)) if peer.is_loopback() => IpAddr::from([0, 0, 0, 0]),
+            _ => peer,
+        }
+    }
+
+    /// The metrics text, with the byte counts of open connections included.
+    fn render_metrics(&self) -> String {
+        let live = self.conns.iter().fold((0, 0), |(read, written), (_, conn)| {
+            (read + conn.socket.bytes_read, written + conn.socket.bytes_written)
+        });
+        let totals = Metrics {
+            bytes_received: self.metrics.bytes_received + live.0,
+            bytes_sent: self.metrics.bytes_sent + live.1,
+            ..self.metrics.clone()
+        };
+        totals.render(self.stats(), self.started.elapsed())
     }
 
     /// Why a WebSocket upgrade may not proceed (token or origin), if it may not.
@@ -341,8 +406,14 @@ impl Server {
 
     fn reply(&mut self, key: ConnId, body: Vec<u8>, then: AfterReply, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        if matches!(then, AfterReply::Close) {
+            conn.close_reason = CloseReason::HttpDone;
+        }
         match conn.reply(body, then, &self.ws_config) {
-            WriteEnd::Gone => self.finish(key),
+            WriteEnd::Gone => {
+                let reason = conn.close_reason;
+                self.finish(key, reason);
+            }
             WriteEnd::Blocked => {}
             WriteEnd::Done => {
                 if self.conns.get(key).is_some_and(Conn::is_open) {
@@ -366,10 +437,12 @@ impl Server {
         match end {
             ReadEnd::Drained => {}
             ReadEnd::MoreLeft => self.to_read.push(key),
-            ReadEnd::Gone => self.finish(key),
-            ReadEnd::Fail(code, reason) => {
-                debug!("connection {key}: {reason}; closing with {}", u16::from(code));
-                self.close(key, code, reason);
+            ReadEnd::Gone => self.finish(key, CloseReason::Client),
+            ReadEnd::Fail(code, why) => {
+                debug!("connection {key}: {why}; closing with {}", u16::from(code));
+                let reason =
+                    if code == CloseCode::Size { CloseReason::TooLarge } else { CloseReason::ProtocolError };
+                self.close(key, code, why, reason);
             }
         }
     }
@@ -380,16 +453,24 @@ impl Server {
             conn.strikes += 1;
             if conn.strikes > MAX_STRIKES {
                 debug!("connection {key}: kept sending over the rate limit; closing");
-                return self.close(key, CloseCode::Policy, "rate limit exceeded");
+                return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
             }
-            let text = Reply::Error { call: "", code: ErrorCode::RateLimited, detail: "slow down" }.to_json();
-            self.effects.push_back(Effect::Send { to: key, text });
+            self.metrics.count_call(None);
+            let reply = Reply::Error { call: "", code: ErrorCode::RateLimited, detail: "slow down" };
+            self.effects.push_back(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
         } else {
             conn.strikes = 0;
             let mut effects = Vec::new();
             match protocol::parse_call(message) {
-                Ok(call) => self.rooms.handle(key, &call, &mut effects),
-                Err(err) => effects.push(Effect::Send { to: key, text: err.reply().to_json() }),
+                Ok(call) => {
+                    self.metrics.count_call(Some(call.name()));
+                    self.rooms.handle(key, &call, &mut effects);
+                }
+                Err(err) => {
+                    self.metrics.count_call(None);
+                    let reply = err.reply();
+                    effects.push(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
+                }
             }
             self.effects.extend(effects);
         }
@@ -400,20 +481,24 @@ impl Server {
     fn apply_effects(&mut self, now: Instant) {
         while let Some(effect) = self.effects.pop_front() {
             match effect {
-                Effect::Send { to, text } => {
+                Effect::Send { to, text, kind } => {
                     let Some(conn) = self.conns.get_mut(to) else { continue };
                     match conn.send(text) {
-                        Ok(()) => self.queue_flush(to),
+                        Ok(()) => {
+                            self.metrics.count_sent(kind);
+                            self.queue_flush(to);
+                        }
                         Err(SendError::NotOpen) => {}
                         Err(SendError::Overflow) => {
                             debug!("connection {to}: does not read its messages; closing");
-                            self.close(to, CloseCode::Policy, "not reading");
+                            self.close(to, CloseCode::Policy, "not reading", CloseReason::NotReading);
                         }
                     }
                 }
                 Effect::Probe { holder } => {
                     let Some(conn) = self.conns.get_mut(holder) else { continue };
                     if conn.probe_deadline.is_none() {
+                        self.metrics.probes_sent += 1;
                         conn.probe_deadline = Some(now + self.config.probe_timeout);
                         conn.ping();
                         self.queue_flush(holder);
@@ -443,22 +528,28 @@ impl Server {
     }
 
     /// Closes cleanly: the client's addresses are released now, the close frame goes out.
-    fn close(&mut self, key: ConnId, code: CloseCode, reason: &'static str) {
+    fn close(&mut self, key: ConnId, code: CloseCode, why: &'static str, reason: CloseReason) {
         self.release_addresses(key);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.close(code, reason, &self.ws_config) == WriteEnd::Gone {
-            self.finish(key);
+        conn.close_reason = reason;
+        if conn.close(code, why, &self.ws_config) == WriteEnd::Gone {
+            self.finish(key, reason);
         }
     }
 
     /// Drops a connection: releases its addresses now and its slot after this round.
-    fn finish(&mut self, key: ConnId) {
+    fn finish(&mut self, key: ConnId, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.finished {
             return;
         }
         conn.finished = true;
-        debug!("connection {key} from {} closed", conn.peer);
+        self.metrics.count_close(reason);
+        self.metrics.bytes_received += conn.socket.bytes_read;
+        self.metrics.bytes_sent += conn.socket.bytes_written;
+        conn.socket.bytes_read = 0;
+        conn.socket.bytes_written = 0;
+        debug!("connection {key} from {} closed ({})", conn.peer, reason.as_str());
         self.to_remove.push(key);
         self.release_addresses(key);
     }
@@ -475,7 +566,7 @@ impl Server {
     fn remove_finished(&mut self) {
         for key in std::mem::take(&mut self.to_remove) {
             if let Some(mut conn) = self.conns.try_remove(key) {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
+                let _ = self.poll.registry().deregister(&mut conn.socket.stream);
             }
         }
     }
@@ -491,23 +582,27 @@ impl Server {
                 continue;
             }
             let quiet = now.saturating_duration_since(conn.last_heard);
-            if conn.phase_deadline().is_some_and(|deadline| now >= deadline)
-                || conn.probe_deadline.is_some_and(|deadline| now >= deadline)
-            {
-                expired.push(key);
+            if conn.probe_deadline.is_some_and(|deadline| now >= deadline) {
+                expired.push((key, CloseReason::ProbeTimeout));
+            } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
+                let reason = match conn.phase {
+                    Phase::ReadingHead { .. } => CloseReason::HandshakeTimeout,
+                    _ => conn.close_reason,
+                };
+                expired.push((key, reason));
             } else if conn.is_open() && quiet >= self.config.idle_timeout {
                 idle.push(key);
             } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
                 to_ping.push(key);
             }
         }
-        for key in expired {
-            debug!("connection {key}: deadline passed; dropping");
-            self.finish(key);
+        for (key, reason) in expired {
+            debug!("connection {key}: deadline passed ({}); dropping", reason.as_str());
+            self.finish(key, reason);
         }
         for key in idle {
             debug!("connection {key}: idle; closing");
-            self.close(key, CloseCode::Away, "idle timeout");
+            self.close(key, CloseCode::Away, "idle timeout", CloseReason::Idle);
         }
         for key in to_ping {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -542,9 +637,9 @@ impl Server {
         let keys: Vec<ConnId> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if self.conns.get(key).is_some_and(Conn::is_open) {
-                self.close(key, CloseCode::Away, "server shutting down");
+                self.close(key, CloseCode::Away, "server shutting down", CloseReason::Shutdown);
             } else {
-                self.finish(key);
+                self.finish(key, CloseReason::Shutdown);
             }
         }
     }

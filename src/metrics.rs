@@ -1,0 +1,266 @@
+//! Counters of what the server does, and their Prometheus text exposition.
+//! Plain integers bumped by the loop; rendering happens only when scraped.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::protocol::{ErrorCode, ReplyKind};
+use crate::server::Stats;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or hung up.
+    Client,
+    /// An HTTP request was answered.
+    HttpDone,
+    /// A malformed WebSocket frame.
+    ProtocolError,
+    /// A frame or message over the size limit.
+    TooLarge,
+    /// Kept sending over the rate limit.
+    RateLimited,
+    /// Did not read what it was sent.
+    NotReading,
+    /// Quiet for longer than the idle timeout.
+    Idle,
+    /// Did not answer the ping sent when someone else asked for its address.
+    ProbeTimeout,
+    /// Did not send its request head in time.
+    HandshakeTimeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// A socket error.
+    Error,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::Client,
+        CloseReason::HttpDone,
+        CloseReason::ProtocolError,
+        CloseReason::TooLarge,
+        CloseReason::RateLimited,
+        CloseReason::NotReading,
+        CloseReason::Idle,
+        CloseReason::ProbeTimeout,
+        CloseReason::HandshakeTimeout,
+        CloseReason::Shutdown,
+        CloseReason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::HttpDone => "http_done",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::TooLarge => "too_large",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::NotReading => "not_reading",
+            CloseReason::Idle => "idle",
+            CloseReason::ProbeTimeout => "probe_timeout",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// Calls as counted on the way in; `invalid` for messages that did not parse.
+pub const CALLS: [&str; 6] = ["ident", "join", "signal", "leave", "ping", "invalid"];
+
+/// Every counter the server keeps.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub connections_accepted: u64,
+    pub websocket_upgrades: u64,
+    /// Indexed like [`CALLS`].
+    pub messages_received: [u64; CALLS.len()],
+    /// Indexed like [`ReplyKind::NAMES`].
+    pub messages_sent: [u64; ReplyKind::NAMES.len()],
+    /// Indexed like [`ErrorCode::ALL`].
+    pub errors: [u64; ErrorCode::ALL.len()],
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Indexed like [`CloseReason::ALL`].
+    pub closes: [u64; CloseReason::ALL.len()],
+    /// Connections refused with 503 at the connection limit.
+    pub connection_limit_hits: u64,
+    /// Requests answered with an HTTP error instead of a WebSocket (400, 401, 403, 431).
+    pub handshake_failures: u64,
+    pub accept_errors: u64,
+    pub probes_sent: u64,
+}
+
+impl Metrics {
+    pub fn count_call(&mut self, call: Option<&str>) {
+        let name = call.unwrap_or("invalid");
+        let index = CALLS.iter().position(|&c| c == name).unwrap_or(CALLS.len() - 1);
+        if let Some(slot) = self.messages_received.get_mut(index) {
+            *slot += 1;
+        }
+    }
+
+    pub fn count_sent(&mut self, kind: ReplyKind) {
+        if let Some(slot) = self.messages_sent.get_mut(kind.index()) {
+            *slot += 1;
+        }
+        if let ReplyKind::Error(code) = kind
+            && let Some(slot) = self.errors.get_mut(error_index(code))
+        {
+            *slot += 1;
+        }
+    }
+
+    pub fn count_close(&mut self, reason: CloseReason) {
+        if let Some(slot) = self.closes.get_mut(reason as usize) {
+            *slot += 1;
+        }
+    }
+
+    /// The Prometheus text exposition (version 0.0.4) of every counter and gauge.
+    pub fn render(&self, stats: Stats, uptime: Duration) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP diva_signal_{name} {help}\n# TYPE diva_signal_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "diva_signal_{name}{labels} {value}");
+            }
+        };
+        let one = |value: u64| [(String::new(), value)];
+        let by = |label: &str, names: &mut dyn Iterator<Item = &'static str>, values: &[u64]| {
+            names
+                .zip(values)
+                .map(|(name, &value)| (format!("{{{label}=\"{name}\"}}"), value))
+                .collect::<Vec<_>>()
+        };
+        let gauge = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+
+        family("uptime_seconds", "gauge", "Seconds since the server started.", &one(uptime.as_secs()));
+        family("connections_open", "gauge", "Open client connections.", &one(gauge(stats.connections)));
+        family("rooms", "gauge", "Rooms with at least one member.", &one(gauge(stats.rooms)));
+        family("addresses", "gauge", "Addresses (room:ident) held.", &one(gauge(stats.addresses)));
+        family(
+            "connections_accepted_total",
+            "counter",
+            "TCP connections accepted.",
+            &one(self.connections_accepted),
+        );
+        family(
+            "websocket_upgrades_total",
+            "counter",
+            "WebSocket handshakes completed.",
+            &one(self.websocket_upgrades),
+        );
+        family(
+            "messages_received_total",
+            "counter",
+            "WebSocket messages received, by call (invalid: did not parse).",
+            &by("call", &mut CALLS.into_iter(), &self.messages_received),
+        );
+        family(
+            "messages_sent_total",
+            "counter",
+            "WebSocket messages sent, by reply type.",
+            &by("reply", &mut ReplyKind::NAMES.into_iter(), &self.messages_sent),
+        );
+        family(
+            "errors_total",
+            "counter",
+            "Error replies sent, by code.",
+            &by("code", &mut ErrorCode::ALL.into_iter().map(ErrorCode::as_str), &self.errors),
+        );
+        family(
+            "received_bytes_total",
+            "counter",
+            "Bytes read from client sockets.",
+            &one(self.bytes_received),
+        );
+        family("sent_bytes_total", "counter", "Bytes written to client sockets.", &one(self.bytes_sent));
+        family(
+            "closes_total",
+            "counter",
+            "Connections ended, by reason.",
+            &by("reason", &mut CloseReason::ALL.into_iter().map(CloseReason::as_str), &self.closes),
+        );
+        let errors_of = |code: ErrorCode| self.errors.get(error_index(code)).copied().unwrap_or(0);
+        family(
+            "rate_limited_total",
+            "counter",
+            "Messages refused for going over the rate limit.",
+            &one(errors_of(ErrorCode::RateLimited)),
+        );
+        family(
+            "limit_hits_total",
+            "counter",
+            "Requests refused at a limit, by limit.",
+            &[
+                ("{limit=\"connections\"}".to_owned(), self.connection_limit_hits),
+                ("{limit=\"idents_or_room\"}".to_owned(), errors_of(ErrorCode::Limit)),
+                (
+                    "{limit=\"message_size\"}".to_owned(),
+                    self.closes.get(CloseReason::TooLarge as usize).copied().unwrap_or(0),
+                ),
+                (
+                    "{limit=\"outbound_buffer\"}".to_owned(),
+                    self.closes.get(CloseReason::NotReading as usize).copied().unwrap_or(0),
+                ),
+            ],
+        );
+        family(
+            "handshake_failures_total",
+            "counter",
+            "HTTP requests refused instead of upgraded (bad head, token, origin).",
+            &one(self.handshake_failures),
+        );
+        family("accept_errors_total", "counter", "Failed accept() calls.", &one(self.accept_errors));
+        family(
+            "probes_total",
+            "counter",
+            "Liveness pings sent to holders of contested addresses.",
+            &one(self.probes_sent),
+        );
+        out
+    }
+}
+
+fn error_index(code: ErrorCode) -> usize {
+    ErrorCode::ALL.iter().position(|&c| c == code).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_has_help_and_type_and_counters_end_in_total() {
+        let mut metrics = Metrics::default();
+        metrics.count_call(Some("join"));
+        metrics.count_call(None);
+        metrics.count_sent(ReplyKind::Error(ErrorCode::Taken));
+        metrics.count_close(CloseReason::Idle);
+        let text = metrics.render(Stats { connections: 2, rooms: 1, addresses: 3 }, Duration::from_secs(7));
+        let mut typed = std::collections::HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("type line");
+                typed.insert(name.to_owned(), kind.to_owned());
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().expect("sample name");
+                assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+                let value = line.rsplit(' ').next().expect("value");
+                value.parse::<u64>().expect("integer value");
+            }
+        }
+        assert!(text.contains("diva_signal_messages_received_total{call=\"join\"} 1\n"));
+        assert!(text.contains("diva_signal_messages_received_total{call=\"invalid\"} 1\n"));
+        assert!(text.contains("diva_signal_errors_total{code=\"taken\"} 1\n"));
+        assert!(text.contains("diva_signal_messages_sent_total{reply=\"error\"} 1\n"));
+        assert!(text.contains("diva_signal_closes_total{reason=\"idle\"} 1\n"));
+        assert!(text.contains("diva_signal_addresses 3\n"));
+        assert!(text.contains("diva_signal_uptime_seconds 7\n"));
+    }
+}
