@@ -117,11 +117,22 @@ pub struct Socket {
     pub stream: TcpStream,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// The last read returned less than asked: the kernel had no more then, and new
+    /// data brings a new readiness event. Reads report WouldBlock without a system call
+    /// until the server clears this on the next event.
+    pub drained: bool,
+    /// Cleared once the peer has hung up: its end-of-file comes with no further event,
+    /// so from then on only WouldBlock or end-of-file ends a read loop.
+    pub trust_short_reads: bool,
 }
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained {
+            return Err(ErrorKind::WouldBlock.into());
+        }
         let n = self.stream.read(buf)?;
+        self.drained = self.trust_short_reads && n < buf.len();
         self.bytes_read += n as u64;
         Ok(n)
     }
@@ -142,7 +153,13 @@ impl Write for Socket {
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Self {
         Conn {
-            socket: Socket { stream, bytes_read: 0, bytes_written: 0 },
+            socket: Socket {
+                stream,
+                bytes_read: 0,
+                bytes_written: 0,
+                drained: false,
+                trust_short_reads: true,
+            },
             peer,
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
             last_heard: now,

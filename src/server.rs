@@ -79,6 +79,9 @@ pub struct Server {
     rooms: Rooms,
     /// Work queued while handling events, done in order.
     effects: VecDeque<Effect>,
+    /// Reused buffers: messages read from one connection, effects of one call.
+    inbox: Vec<Bytes>,
+    room_effects: Vec<Effect>,
     /// Connections with output queued since the last flush.
     to_flush: Vec<ConnId>,
     /// Connections whose read budget ran out: read them again next round.
@@ -121,6 +124,8 @@ impl Server {
             metrics: Metrics::default(),
             conns: Slab::new(),
             effects: VecDeque::new(),
+            inbox: Vec::new(),
+            room_effects: Vec::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
             to_remove: Vec::new(),
@@ -171,6 +176,12 @@ impl Server {
                     LISTENER => self.accept_all(now),
                     SHUTDOWN => self.begin_shutdown(now),
                     Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.socket.drained = false;
+                            if event.is_read_closed() || event.is_error() {
+                                conn.socket.trust_short_reads = false;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key, now);
                         }
@@ -424,15 +435,18 @@ impl Server {
     }
 
     fn read_messages(&mut self, key: ConnId, now: Instant) {
-        let mut inbox = Vec::new();
+        let mut inbox = std::mem::take(&mut self.inbox);
         let Some(conn) = self.conns.get_mut(key) else { return };
         let end = conn.read_messages(READ_BUDGET, now, &mut inbox);
         self.queue_flush(key);
-        for message in inbox {
-            if !self.conns.get(key).is_some_and(Conn::is_open) {
-                return;
+        for message in inbox.drain(..) {
+            if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.handle_message(key, &message, now);
             }
-            self.handle_message(key, &message, now);
+        }
+        self.inbox = inbox;
+        if !self.conns.get(key).is_some_and(Conn::is_open) {
+            return;
         }
         match end {
             ReadEnd::Drained => {}
@@ -460,7 +474,7 @@ impl Server {
             self.effects.push_back(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
         } else {
             conn.strikes = 0;
-            let mut effects = Vec::new();
+            let mut effects = std::mem::take(&mut self.room_effects);
             match protocol::parse_call(message) {
                 Ok(call) => {
                     self.metrics.count_call(Some(call.name()));
@@ -472,7 +486,8 @@ impl Server {
                     effects.push(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
                 }
             }
-            self.effects.extend(effects);
+            self.effects.extend(effects.drain(..));
+            self.room_effects = effects;
         }
         self.apply_effects(now);
     }
