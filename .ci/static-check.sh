@@ -27,7 +27,7 @@ echo "empty root: $(find "$root" | tr '\n' ' ')"
 
 chroot --userspec=65534:65534 "$root" /diva-signal --version
 
-port=$((20000 + RANDOM % 20000))
+port=$((25000 + RANDOM % 7000))  # below the ephemeral range
 chroot --userspec=65534:65534 "$root" /diva-signal --bind 127.0.0.1 --port "$port" 2>"$log" &
 pid=$!
 for _ in $(seq 50); do
