@@ -18,6 +18,9 @@ use crate::http::{self, HeadStatus, Request};
 use crate::metrics::CloseReason;
 use crate::rate::TokenBucket;
 
+/// Bytes read from one connection before the others get their turn.
+const READ_BYTES_PER_TURN: usize = 64 * 1024;
+
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -124,15 +127,19 @@ pub struct Socket {
     /// Cleared once the peer has hung up: its end-of-file comes with no further event,
     /// so from then on only WouldBlock or end-of-file ends a read loop.
     pub trust_short_reads: bool,
+    /// Bytes this connection may still read in its current turn. A turn can end
+    /// inside a message (endless fragments, say), so bytes, not messages, bound it.
+    turn_bytes_left: usize,
 }
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
+        if self.drained || self.turn_bytes_left == 0 {
             return Err(ErrorKind::WouldBlock.into());
         }
         let n = self.stream.read(buf)?;
         self.drained = self.trust_short_reads && n < buf.len();
+        self.turn_bytes_left = self.turn_bytes_left.saturating_sub(n);
         self.bytes_read += n as u64;
         Ok(n)
     }
@@ -159,6 +166,7 @@ impl Conn {
                 bytes_written: 0,
                 drained: false,
                 trust_short_reads: true,
+                turn_bytes_left: READ_BYTES_PER_TURN,
             },
             peer,
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
@@ -237,6 +245,7 @@ impl Conn {
     /// pongs and other control frames only count as signs of life.
     pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Bytes>) -> ReadEnd {
         let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
+        self.socket.turn_bytes_left = READ_BYTES_PER_TURN;
         for _ in 0..budget {
             match ws.read(&mut self.socket) {
                 Ok(message) => {
@@ -249,7 +258,13 @@ impl Conn {
                         Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
                     }
                 }
-                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => return ReadEnd::Drained,
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
+                    return if self.socket.turn_bytes_left == 0 {
+                        ReadEnd::MoreLeft
+                    } else {
+                        ReadEnd::Drained
+                    };
+                }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => return read_failure(err),
             }
@@ -323,19 +338,30 @@ impl Conn {
             return WriteEnd::Gone;
         }
         self.phase = Phase::Lingering { deadline: Instant::now() + CLOSE_GRACE };
-        self.discard_input()
+        match self.discard_input() {
+            ReadEnd::Gone | ReadEnd::Fail(..) => WriteEnd::Gone,
+            ReadEnd::Drained | ReadEnd::MoreLeft => WriteEnd::Done,
+        }
     }
 
-    /// Reads and drops input while lingering or closing; `Gone` once the client hung up.
-    pub fn discard_input(&mut self) -> WriteEnd {
+    /// Reads and drops input while lingering or closing, one turn's worth at most;
+    /// `Gone` once the client hung up. (The phase's deadline bounds the whole of it.)
+    pub fn discard_input(&mut self) -> ReadEnd {
         let mut sink = [0u8; 4096];
+        self.socket.turn_bytes_left = READ_BYTES_PER_TURN;
         loop {
             match self.socket.read(&mut sink) {
-                Ok(0) => return WriteEnd::Gone,
+                Ok(0) => return ReadEnd::Gone,
                 Ok(_) => {}
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Done,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    return if self.socket.turn_bytes_left == 0 {
+                        ReadEnd::MoreLeft
+                    } else {
+                        ReadEnd::Drained
+                    };
+                }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return WriteEnd::Gone,
+                Err(_) => return ReadEnd::Gone,
             }
         }
     }

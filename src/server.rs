@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ const READ_BUDGET: usize = 64;
 const MAX_STRIKES: u32 = 100;
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Pending connections the kernel may queue for accept().
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Descriptors kept free for the listener, the poll, logging and the like.
 const FD_HEADROOM: u64 = 32;
 
@@ -100,6 +103,10 @@ impl Server {
         let addr = SocketAddr::new(config.bind, config.port);
         let mut listener = TcpListener::bind(addr)
             .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+        // mio listens with a backlog of 128; a burst of reconnecting clients overflows that
+        // and each dropped SYN costs its client a 1 s retry. The kernel caps this at somaxconn.
+        // SAFETY: listen() on a socket we own, already listening, only changes its backlog.
+        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let (shutdown_tx, shutdown_rx) = StdUnixStream::pair()?;
@@ -290,12 +297,14 @@ impl Server {
             },
             Phase::Open(_) => self.read_messages(key, now),
             Phase::WritingReply { .. } => {}
-            Phase::Closing { .. } | Phase::Lingering { .. } => {
-                if conn.discard_input() == WriteEnd::Gone {
+            Phase::Closing { .. } | Phase::Lingering { .. } => match conn.discard_input() {
+                ReadEnd::Drained => {}
+                ReadEnd::MoreLeft => self.to_read.push(key),
+                ReadEnd::Gone | ReadEnd::Fail(..) => {
                     let reason = conn.close_reason;
                     self.finish(key, reason);
                 }
-            }
+            },
         }
     }
 
