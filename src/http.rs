@@ -14,6 +14,7 @@ const MAX_HEADERS: usize = 48;
 
 const LANDING_PAGE: &str = include_str!("pages/index.html");
 const NOT_FOUND_PAGE: &str = include_str!("pages/404.html");
+const DEMO_PAGE: &str = include_str!("pages/demo.html");
 
 /// The parts of a request this server looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,11 +69,15 @@ pub enum HeadStatus {
 /// already known not to contain the end of the head, so that a head arriving a byte
 /// at a time costs linear, not quadratic, work; it is updated.
 pub fn parse_head(buf: &[u8], searched: &mut usize) -> HeadStatus {
-    // Look for the blank line again only from just before where the last search ended.
-    let from = searched.saturating_sub(3).min(buf.len());
+    // Look for the blank line again only from just before where the last search ended,
+    // and not among the empty lines that may precede the request line (httparse skips
+    // those; a blank line there ends nothing).
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let from = searched.saturating_sub(3).max(start).min(buf.len());
     let window = buf.get(from..).unwrap_or_default();
+    // A line end (LF or CRLF) and then an empty line: "\n\n" or "\n\r\n" covers all four.
     let found =
-        window.windows(2).any(|pair| pair == b"\n\n") || window.windows(4).any(|quad| quad == b"\r\n\r\n");
+        window.windows(2).any(|pair| pair == b"\n\n") || window.windows(3).any(|three| three == b"\n\r\n");
     *searched = buf.len();
     if !found {
         return if buf.len() >= MAX_HEAD_LEN {
@@ -196,6 +201,7 @@ pub fn answer(request: &Request, stats: Stats) -> Answer {
     }
     let (status, page) = match request.path() {
         "/" | "/index.html" => (Status::Ok, landing_page(stats)),
+        "/demo" => (Status::Ok, DEMO_PAGE.to_owned()),
         _ => (Status::NotFound, NOT_FOUND_PAGE.to_owned()),
     };
     Answer::Close(response(status, "text/html; charset=utf-8", page.as_bytes(), head_only))
@@ -376,6 +382,19 @@ mod tests {
     }
 
     #[test]
+    fn demo_page_on_get_and_head() {
+        let get = |head: &[u8]| text(answer(&complete(head), STATS));
+        let demo = get(b"GET /demo?room=abc HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(demo.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(demo.contains("Content-Type: text/html"));
+        assert!(demo.ends_with(DEMO_PAGE) && DEMO_PAGE.contains("RTCPeerConnection"));
+        let head = get(b"HEAD /demo HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", DEMO_PAGE.len())));
+        assert!(get(b"GET /demo/x HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    }
+
+    #[test]
     fn partial_invalid_and_oversized_heads() {
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), HeadStatus::Partial);
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n"), HeadStatus::Invalid(Status::BadRequest));
@@ -388,6 +407,49 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse(&many), HeadStatus::Invalid(Status::HeadTooLarge));
+    }
+
+    /// Found by fuzzing (http_head): after empty lines before the request line, a head
+    /// with a bad byte was refused when it came in one piece but waited for more when the
+    /// empty lines came first, because their blank line was taken for the end of the head.
+    #[test]
+    fn empty_lines_before_the_request_line_end_no_head() {
+        let bad = b"\r\n\r\nGET / HTTP/1.1\r\nHost: local\x00\r\n".as_slice();
+        let bad_ended = b"\r\n\r\nGET / HTTP/1.1\r\nHost: local\x00\r\n\r\n".as_slice();
+        let good = b"\n\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n".as_slice();
+        assert_eq!(parse(bad), HeadStatus::Partial);
+        assert_eq!(parse(bad_ended), HeadStatus::Invalid(Status::BadRequest));
+        assert!(matches!(parse(good), HeadStatus::Complete { len, .. } if len == good.len()));
+        // In two pieces, split anywhere, each ends as it does in one.
+        for stream in [bad, bad_ended, good] {
+            for split in 1..stream.len() {
+                let mut searched = 0;
+                let status = match parse_head(&stream[..split], &mut searched) {
+                    HeadStatus::Partial => parse_head(stream, &mut searched),
+                    done => done,
+                };
+                assert_eq!(status, parse(stream), "{stream:?} split at {split}");
+            }
+        }
+    }
+
+    /// Found by fuzzing (http_head): a head whose last line ended in a bare LF and whose
+    /// empty line was CRLF was complete for httparse but never seen to end.
+    #[test]
+    fn every_mix_of_line_ends_ends_the_head() {
+        for head in [
+            b"GET / HTTP/1.1\nHost: x\n\n".as_slice(),
+            b"GET / HTTP/1.1\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(matches!(parse(head), HeadStatus::Complete { len, .. } if len == head.len()), "{head:?}");
+            let mut searched = 0;
+            for end in 1..head.len() {
+                assert_eq!(parse_head(&head[..end], &mut searched), HeadStatus::Partial, "{head:?} at {end}");
+            }
+            assert!(matches!(parse_head(head, &mut searched), HeadStatus::Complete { .. }), "{head:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,20 @@ fn landing_page_on_get_and_head() {
 }
 
 #[test]
+fn demo_page_is_served() {
+    let server = TestServer::start();
+    let page = server.get("/demo?room=lobby");
+    assert_eq!(status_line(&page), "HTTP/1.1 200 OK");
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    let body = page.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    assert_eq!(body, include_str!("../src/pages/demo.html"));
+    let head = server.http(b"HEAD /demo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD must not carry a body: {head}");
+    assert!(server.get("/").contains("href=\"/demo\""), "the landing page links to the demo");
+}
+
+#[test]
 fn other_paths_are_404_and_other_methods_405() {
     let server = TestServer::start();
     let missing = server.get("/no/such/page");
