@@ -36,6 +36,10 @@ const SHUTDOWN: Token = Token(usize::MAX - 2);
 const READ_BUDGET: usize = 64;
 /// Refused messages in a row after which a flooding client is dropped.
 const MAX_STRIKES: u32 = 100;
+/// At most one warning about failing accept() calls per this interval.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Failed accept() calls in a row, of any kind, before accepting pauses.
+const MAX_ACCEPT_FAILURES: u32 = 64;
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Pending connections the kernel may queue for accept().
@@ -92,6 +96,8 @@ pub struct Server {
     /// Connections finished this round; removed from the slab after it.
     to_remove: Vec<ConnId>,
     accept_paused_until: Option<Instant>,
+    /// accept() is failing for want of descriptors or memory (logged once per episode).
+    last_accept_warning: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     next_sweep: Instant,
 }
@@ -137,6 +143,7 @@ impl Server {
             to_read: Vec::new(),
             to_remove: Vec::new(),
             accept_paused_until: None,
+            last_accept_warning: None,
             shutdown_deadline: None,
             next_sweep: now,
         })
@@ -231,6 +238,7 @@ impl Server {
         if self.accept_paused_until.is_some() || self.shutdown_deadline.is_some() {
             return;
         }
+        let mut failures = 0;
         loop {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
@@ -245,17 +253,30 @@ impl Server {
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) if conn::is_resource_exhaustion(&err) => {
-                    self.metrics.accept_errors += 1;
-                    // Edge-triggered: no new event comes for clients already waiting, so retry on a timer.
-                    warn!("accept failed ({err}); pausing new connections for {ACCEPT_BACKOFF:?}");
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                // A client that gave up while queued (ECONNABORTED and the like): skip it.
                 Err(err) => {
                     self.metrics.accept_errors += 1;
-                    debug!("accept failed: {err}");
+                    failures += 1;
+                    let exhausted = conn::is_resource_exhaustion(&err);
+                    if exhausted
+                        && self.last_accept_warning.is_none_or(|at| now - at >= ACCEPT_WARNING_INTERVAL)
+                    {
+                        // Once per burst: the retries every ACCEPT_BACKOFF stay quiet.
+                        self.last_accept_warning = Some(now);
+                        warn!(
+                            "accept failed ({err}); new connections wait, retried every {ACCEPT_BACKOFF:?} \
+                             ({} failed accepts so far)",
+                            self.metrics.accept_errors
+                        );
+                    } else if !exhausted {
+                        // A client that gave up while queued (ECONNABORTED and the like).
+                        debug!("accept failed: {err}");
+                    }
+                    // Edge-triggered: clients already waiting bring no new event, so retry
+                    // on a timer rather than spin on an error that does not go away.
+                    if exhausted || failures >= MAX_ACCEPT_FAILURES {
+                        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
                 }
             }
         }

@@ -27,7 +27,27 @@ impl Drop for Spawned {
 }
 
 fn spawn(args: &[&str]) -> Spawned {
-    let mut child = Command::new(BIN)
+    spawn_with_fd_limit(args, None)
+}
+
+/// Spawns the server, optionally with a hard open-file limit (to run it out of descriptors).
+fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<libc::rlim_t>) -> Spawned {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    if let Some(limit) = fd_limit {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command
         .args(["--bind", "127.0.0.1", "--port", "0"])
         .args(args)
         .env_remove("PORT")
@@ -202,4 +222,34 @@ fn healthcheck_uses_port_from_environment_like_the_server() {
         .output()
         .expect("run healthcheck");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+#[test]
+fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
+    // 32 descriptors: stdio, the listener, the poll, the signal pipe... and room for about 20
+    // clients. The connection limit is set far higher, so accept() itself runs out.
+    let mut server = spawn_with_fd_limit(&["--max-connections", "1000"], Some(32));
+    let url = format!("ws://{}/", server.addr);
+    let mut first = tungstenite::connect(&url).expect("first client").0;
+    let mut hogs: Vec<TcpStream> =
+        (0..60).map(|_| TcpStream::connect(&server.addr).expect("connect")).collect();
+    // The first client is still served while the rest wait in the backlog.
+    first.send(Message::text(r#"["ping"]"#)).expect("ping");
+    assert_eq!(first.read().expect("pong").into_text().expect("text").as_str(), r#"["pong"]"#);
+
+    // Free the descriptors: the server must pick up new clients again.
+    hogs.clear();
+    let stream = TcpStream::connect(&server.addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let (mut later, _) =
+        tungstenite::client(url.as_str(), stream).expect("served again after descriptors freed");
+    later.send(Message::text(r#"["ping"]"#)).expect("ping");
+    assert_eq!(later.read().expect("pong").into_text().expect("text").as_str(), r#"["pong"]"#);
+
+    signal(&server.child, libc::SIGTERM);
+    drop((first, later));
+    assert_eq!(wait_exit(&mut server.child).code(), Some(0));
+    let log: Vec<String> = server.log.try_iter().collect();
+    let warnings = log.iter().filter(|line| line.contains("accept failed")).count();
+    assert_eq!(warnings, 1, "one warning per burst, not per attempt: {log:#?}");
 }
