@@ -395,7 +395,7 @@ fn read_failure(err: WsError) -> ReadEnd {
 pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSocketConfig {
     let write_batch = 16 * 1024;
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         // Small writes collect here and go out together when the server flushes.
         .write_buffer_size(write_batch)
         .max_write_buffer_size(max_outbound.max(write_batch + 1))
