@@ -243,7 +243,7 @@ impl Conn {
 
     /// Reads up to `budget` messages into `out`. Pings are answered by tungstenite;
     /// pongs and other control frames only count as signs of life.
-    pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Bytes>) -> ReadEnd {
+    pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Message>) -> ReadEnd {
         let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
         self.socket.turn_bytes_left = READ_BYTES_PER_TURN;
         for _ in 0..budget {
@@ -252,9 +252,8 @@ impl Conn {
                     self.last_heard = now;
                     self.pinged = false;
                     self.probe_deadline = None;
-                    match message {
-                        Message::Text(text) => out.push(Bytes::from(text)),
-                        Message::Binary(bytes) => out.push(bytes),
+                    match &message {
+                        Message::Text(_) | Message::Binary(_) => out.push(message),
                         Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
                     }
                 }

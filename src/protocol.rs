@@ -137,8 +137,17 @@ impl ParseError {
 pub fn parse_call(message: &[u8]) -> Result<Call<'_>, ParseError> {
     let text = std::str::from_utf8(message)
         .map_err(|_| ParseError::new("", ErrorCode::BadJson, "message is not UTF-8 text"))?;
-    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|err| {
-        if err.is_data() {
+    parse_call_text(text)
+}
+
+/// Parses one message already known to be text (a WebSocket text frame, whose UTF-8
+/// tungstenite has checked).
+pub fn parse_call_text(text: &str) -> Result<Call<'_>, ParseError> {
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| {
+        // serde_json gives up at the first sign that this is no array (a `{`, or a number
+        // too large for an f64) without reading on, so whether the message is JSON at
+        // all takes a look of its own.
+        if serde_json::from_str::<&RawValue>(text).is_ok() {
             ParseError::new("", ErrorCode::BadRequest, "message must be a JSON array")
         } else {
             ParseError::new("", ErrorCode::BadJson, "message is not valid JSON")
@@ -380,6 +389,11 @@ mod tests {
         assert_eq!(code(b"[\"ident\""), Err((String::new(), ErrorCode::BadJson)));
         assert_eq!(code(&[0xff, 0xfe]), Err((String::new(), ErrorCode::BadJson)));
         assert_eq!(code(b"{\"a\":1}"), Err((String::new(), ErrorCode::BadRequest)));
+        // Found by fuzzing: an object that is not valid JSON was called a bad request, and
+        // a number too large for an f64 (valid JSON) was called bad JSON.
+        assert_eq!(code(br#"{"call"io:"j"n}"#), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(b"{"), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(b"7e99999"), Err((String::new(), ErrorCode::BadRequest)));
         assert_eq!(code(b"\"ident\""), Err((String::new(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[]"), Err((String::new(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[1]"), Err((String::new(), ErrorCode::BadRequest)));

@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tungstenite::Bytes;
+use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -87,7 +87,7 @@ pub struct Server {
     /// Work queued while handling events, done in order.
     effects: VecDeque<Effect>,
     /// Reused buffers: messages read from one connection, effects of one call.
-    inbox: Vec<Bytes>,
+    inbox: Vec<Message>,
     room_effects: Vec<Effect>,
     /// Connections with output queued since the last flush.
     to_flush: Vec<ConnId>,
@@ -491,7 +491,7 @@ impl Server {
         }
     }
 
-    fn handle_message(&mut self, key: ConnId, message: &Bytes, now: Instant) {
+    fn handle_message(&mut self, key: ConnId, message: &Message, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
             conn.strikes += 1;
@@ -505,7 +505,13 @@ impl Server {
         } else {
             conn.strikes = 0;
             let mut effects = std::mem::take(&mut self.room_effects);
-            match protocol::parse_call(message) {
+            let parsed = match message {
+                Message::Text(text) => protocol::parse_call_text(text.as_str()),
+                // The same JSON text in a binary frame; its UTF-8 is still unchecked.
+                Message::Binary(bytes) => protocol::parse_call(bytes),
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return,
+            };
+            match parsed {
                 Ok(call) => {
                     self.metrics.count_call(Some(call.name()));
                     self.rooms.handle(key, &call, &mut effects);
