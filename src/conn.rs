@@ -20,6 +20,8 @@ use crate::rate::TokenBucket;
 
 /// Bytes read from one connection before the others get their turn.
 const READ_BYTES_PER_TURN: usize = 64 * 1024;
+/// Size of the loop-wide read-ahead buffer: one system call per turn, mostly.
+const READ_AHEAD_LEN: usize = 64 * 1024;
 
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -115,6 +117,87 @@ pub struct Conn {
     pub close_reason: CloseReason,
 }
 
+/// One loop-wide buffer that a connection's input is read into with one system call;
+/// tungstenite then takes it in the small pieces its (small) read buffer holds.
+pub struct ReadAhead {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadAhead {
+    pub fn new() -> Self {
+        ReadAhead { buf: vec![0; READ_AHEAD_LEN].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead::new()
+    }
+}
+
+/// A connection's socket as tungstenite reads it during one turn: first what an earlier
+/// turn left over, then the read-ahead buffer, refilled from the kernel when empty.
+struct Reader<'a> {
+    socket: &'a mut Socket,
+    ahead: &'a mut ReadAhead,
+}
+
+impl Reader<'_> {
+    /// Keeps what the read-ahead still holds with the connection, for its next turn,
+    /// and empties the buffer for the next connection.
+    fn stash_leftover(&mut self) {
+        let rest = self.ahead.pending();
+        if !rest.is_empty() {
+            self.socket.stash.extend_from_slice(rest);
+        }
+        self.ahead.start = 0;
+        self.ahead.end = 0;
+    }
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.socket.stash.is_empty() {
+            let n = out.len().min(self.socket.stash.len());
+            out.get_mut(..n)
+                .unwrap_or_default()
+                .copy_from_slice(self.socket.stash.get(..n).unwrap_or_default());
+            self.socket.stash.drain(..n);
+            if self.socket.stash.is_empty() {
+                // Rarely used: give the memory back.
+                self.socket.stash = Vec::new();
+            }
+            return Ok(n);
+        }
+        if self.ahead.pending().is_empty() {
+            let n = self.socket.read(&mut self.ahead.buf)?;
+            self.ahead.start = 0;
+            self.ahead.end = n;
+        }
+        let pending = self.ahead.pending();
+        let n = out.len().min(pending.len());
+        out.get_mut(..n).unwrap_or_default().copy_from_slice(pending.get(..n).unwrap_or_default());
+        self.ahead.start += n;
+        Ok(n)
+    }
+}
+
+impl Write for Reader<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
+
 /// A client socket that counts the bytes through it, for the metrics.
 pub struct Socket {
     pub stream: TcpStream,
@@ -130,6 +213,8 @@ pub struct Socket {
     /// Bytes this connection may still read in its current turn. A turn can end
     /// inside a message (endless fragments, say), so bytes, not messages, bound it.
     turn_bytes_left: usize,
+    /// Input read ahead in a turn that ended before tungstenite took it all.
+    stash: Vec<u8>,
 }
 
 impl Read for Socket {
@@ -167,6 +252,7 @@ impl Conn {
                 drained: false,
                 trust_short_reads: true,
                 turn_bytes_left: READ_BYTES_PER_TURN,
+                stash: Vec::new(),
             },
             peer,
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
@@ -243,11 +329,19 @@ impl Conn {
 
     /// Reads up to `budget` messages into `out`. Pings are answered by tungstenite;
     /// pongs and other control frames only count as signs of life.
-    pub fn read_messages(&mut self, budget: usize, now: Instant, out: &mut Vec<Message>) -> ReadEnd {
+    pub fn read_messages(
+        &mut self,
+        budget: usize,
+        now: Instant,
+        ahead: &mut ReadAhead,
+        out: &mut Vec<Message>,
+    ) -> ReadEnd {
         let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
         self.socket.turn_bytes_left = READ_BYTES_PER_TURN;
+        let mut reader = Reader { socket: &mut self.socket, ahead };
+        let mut end = ReadEnd::MoreLeft;
         for _ in 0..budget {
-            match ws.read(&mut self.socket) {
+            match ws.read(&mut reader) {
                 Ok(message) => {
                     self.last_heard = now;
                     self.pinged = false;
@@ -258,17 +352,20 @@ impl Conn {
                     }
                 }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
-                    return if self.socket.turn_bytes_left == 0 {
-                        ReadEnd::MoreLeft
-                    } else {
-                        ReadEnd::Drained
-                    };
+                    let out_of_turn = reader.socket.turn_bytes_left == 0;
+                    end = if out_of_turn { ReadEnd::MoreLeft } else { ReadEnd::Drained };
+                    break;
                 }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return read_failure(err),
+                Err(err) => {
+                    end = read_failure(err);
+                    break;
+                }
             }
         }
-        ReadEnd::MoreLeft
+        // What this turn fetched but tungstenite did not take yet stays with this connection.
+        reader.stash_leftover();
+        end
     }
 
     /// Queues one text message. It goes out on the next [`Conn::flush`] (or sooner

@@ -22,7 +22,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
-use crate::conn::{self, AfterReply, Conn, HeadRead, Phase, ReadEnd, SendError, WriteEnd};
+use crate::conn::{self, AfterReply, Conn, HeadRead, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
 use crate::http::{self, Answer, Request, Status};
 use crate::metrics::{CloseReason, Metrics};
 use crate::protocol::{self, ErrorCode, Reply};
@@ -88,6 +88,7 @@ pub struct Server {
     effects: VecDeque<Effect>,
     /// Reused buffers: messages read from one connection, effects of one call.
     inbox: Vec<Message>,
+    read_ahead: ReadAhead,
     room_effects: Vec<Effect>,
     /// Connections with output queued since the last flush.
     to_flush: Vec<ConnId>,
@@ -138,6 +139,7 @@ impl Server {
             conns: Slab::new(),
             effects: VecDeque::new(),
             inbox: Vec::new(),
+            read_ahead: ReadAhead::new(),
             room_effects: Vec::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
@@ -467,7 +469,7 @@ impl Server {
     fn read_messages(&mut self, key: ConnId, now: Instant) {
         let mut inbox = std::mem::take(&mut self.inbox);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let end = conn.read_messages(READ_BUDGET, now, &mut inbox);
+        let end = conn.read_messages(READ_BUDGET, now, &mut self.read_ahead, &mut inbox);
         self.queue_flush(key);
         for message in inbox.drain(..) {
             if self.conns.get(key).is_some_and(Conn::is_open) {

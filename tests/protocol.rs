@@ -176,3 +176,28 @@ fn disconnect_removes_exactly_that_connections_addresses() {
     newcomer.join("x", "r2");
     assert_eq!(error_code(&newcomer.call(r#"["join","x","r3"]"#)), "taken");
 }
+
+#[test]
+fn a_burst_larger_than_one_turn_is_answered_completely_and_in_order() {
+    let server = TestServer::start();
+    let mut alice = server.client();
+    let mut bob = server.client();
+    let a = alice.join("a", "r");
+    let b = bob.join("b", "r");
+    alice.recv();
+    bob.recv();
+    // 400 signals in one write: more than one connection's turn (64 messages, 64 KiB), so
+    // the server must carry the rest over to later turns without losing or reordering any.
+    let payload = "x".repeat(300);
+    for n in 0..400 {
+        alice
+            .ws
+            .write(tungstenite::Message::text(json!(["signal", a, b, [n, payload]]).to_string()))
+            .expect("queue");
+    }
+    alice.ws.flush().expect("flush");
+    for n in 0..400 {
+        assert_eq!(bob.recv()[3][0], n);
+    }
+    bob.expect_silence();
+}
