@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# `make bench` / `make bench-peers`: builds diva-signal and the load generator (bench/, crate
+# diva-load) in release, then for each server runs a fixed set of scenarios, each against a
+# freshly started server pinned to CPU 0 with the generator pinned to CPU 1 (scenario by
+# scenario, the servers in turn), and prints one table. Everything stays on loopback; every
+# step has a time limit.
+#
+#   bash bench/run.sh            diva-signal only
+#   bash bench/run.sh --peers    diva-signal and matchbox_server (installed from crates.io into
+#                                .bench/matchbox), side by side with ratios
+#
+# Scenarios (each on a fresh server):
+#   start          RSS right after start (after one /health request), stripped binary size
+#   closed-1k-w1   relay, closed loop: 1,000 connections in rooms of 2, 1 message in flight per
+#                  connection, ~500-byte payload, 2 s warm-up, 10 s measured window
+#   closed-1k-w16  the same with 16 in flight per connection
+#   open-20k       relay, open loop: 20,000 msg/s in total over 1,000 connections (latency from
+#                  the scheduled send time, so a stalled server or generator is not hidden)
+#   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
+#                  a time), then hold them 5 s: connections/s and server RSS per connection
+#   idle-19k       the same with 19,000 connections (one generator process holds at most
+#                  ~19,900: the open-file hard limit here is 20,000)
+#
+# Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
+# BENCH_DURATION (10), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO, and
+# BENCH_WAIT_QUIET (0): before each scenario, wait up to this many seconds for the machine to
+# be idle (other processes under 10 % of a core). Other processes on the machine make every
+# figure noisy; the table has a row saying how much CPU they took during each window.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEERS=0
+[[ "${1:-}" == "--peers" ]] && PEERS=1
+CARGO=${CARGO:-cargo}
+PORT=${BENCH_PORT:-29030}
+WARMUP=${BENCH_WARMUP:-2}
+DURATION=${BENCH_DURATION:-10}
+HOLD=${BENCH_HOLD:-5}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w16 open-20k idle-10k idle-19k"}
+SERVER_CPU=0
+LOAD_CPU=1
+DIVA=target/release/diva-signal
+MATCHBOX=.bench/matchbox/bin/matchbox_server
+LOAD=bench/target/release/diva-load
+
+echo "== building (release)"
+$CARGO build --release --quiet
+$CARGO build --release --quiet --manifest-path bench/Cargo.toml
+SERVERS="diva"
+if [[ $PEERS == 1 ]]; then
+  if [[ ! -x $MATCHBOX ]]; then
+    echo "== installing matchbox_server from crates.io into .bench/matchbox"
+    $CARGO install --locked --root .bench/matchbox matchbox_server
+  fi
+  SERVERS="diva matchbox"
+fi
+
+OUT=.bench/results/$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "cpus: $(nproc), $(lscpu | sed -n 's/^Model name: *//p')"
+  echo "kernel: $(uname -r)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "diva-signal: $($DIVA --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(
+    [[ -n "$(git --no-optional-locks status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] &&
+      echo ' with uncommitted changes in src/')"
+  if [[ $PEERS == 1 ]]; then
+    echo "matchbox_server: $($CARGO install --list --root .bench/matchbox | sed -n 's/^matchbox_server v\([^:]*\):/\1/p')"
+  fi
+} > "$OUT/machine.txt"
+cat "$OUT/machine.txt"
+read -r load1 _ < /proc/loadavg
+if awk "BEGIN{exit !($load1 > 0.5)}"; then
+  echo "NOTE: load average $load1: the machine is busy; figures will be noisy"
+fi
+
+# CPU the whole machine used over one second, in % of one core (USER_HZ is 100).
+busy_pct() {
+  local u1 n1 s1 i1 w1 q1 sq1 st1 u2 n2 s2 i2 w2 q2 sq2 st2
+  read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat
+  sleep 1
+  read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ < /proc/stat
+  echo $(( (u2 + n2 + s2 + q2 + sq2 + st2) - (u1 + n1 + s1 + q1 + sq1 + st1) ))
+}
+
+wait_quiet() {
+  local waited=0 busy
+  busy=$(busy_pct)
+  while (( busy >= 10 && waited < ${BENCH_WAIT_QUIET:-0} )); do
+    sleep 4
+    waited=$((waited + 5))
+    busy=$(busy_pct)
+  done
+  echo "   (other processes: $busy % of a core just before)"
+}
+
+SERVER_PID=
+start_server() { # $1 = diva|matchbox, $2 = log file
+  case $1 in
+    diva)
+      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" --rate 1000000 --burst 1000000 \
+        --max-connections 19960 --log-level warn 2>"$2" &
+      ;;
+    matchbox)
+      RUST_LOG=warn taskset -c $SERVER_CPU $MATCHBOX "127.0.0.1:$PORT" >"$2" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$PORT/health"; then return 0; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "server $1 did not come up; its log:" >&2
+  cat "$2" >&2
+  return 1
+}
+
+stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+trap stop_server EXIT
+
+load() { # $1 = server, $2 = scenario, rest: arguments
+  local server=$1 scenario=$2
+  shift 2
+  local proto=diva
+  [[ $server == matchbox ]] && proto=matchbox
+  timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
+    --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.json" \
+    2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
+}
+
+for server in $SERVERS; do
+  mkdir -p "$OUT/$server"
+  bin=$DIVA
+  [[ $server == matchbox ]] && bin=$MATCHBOX
+  cp "$bin" "$OUT/$server/binary"
+  strip "$OUT/$server/binary"
+done
+# Scenario by scenario, each server in turn, so that both see much the same machine.
+for scenario in $SCENARIOS; do
+  for server in $SERVERS; do
+    echo "== $server: $scenario"
+    wait_quiet
+    start_server "$server" "$OUT/$server/$scenario.server.log"
+    case $scenario in
+      start)
+        sleep 0.2
+        $LOAD stat --server-pid "$SERVER_PID" --binary "$OUT/$server/binary" --label start \
+          --json "$OUT/$server/start.json"
+        ;;
+      closed-1k-w1)
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION"
+        ;;
+      closed-1k-w16)
+        load "$server" "$scenario" relay --connections 1000 --inflight 16 --warmup "$WARMUP" --duration "$DURATION"
+        ;;
+      open-20k)
+        load "$server" "$scenario" relay --connections 1000 --rate 20000 --warmup "$WARMUP" --duration "$DURATION"
+        ;;
+      idle-10k)
+        load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"
+        ;;
+      idle-19k)
+        load "$server" "$scenario" idle --connections 19000 --hold "$HOLD"
+        ;;
+      *)
+        echo "unknown scenario $scenario" >&2
+        exit 2
+        ;;
+    esac
+    stop_server
+    sleep 1
+  done
+done
+for server in $SERVERS; do rm -f "$OUT/$server/binary"; done
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+$LOAD table "$OUT" > "$OUT/table.md"
+echo
+echo "== results ($OUT)"
+cat "$OUT/machine.txt"
+echo
+cat "$OUT/table.md"

@@ -1,0 +1,405 @@
+//! diva-load: a load generator for diva-signal (and, for comparison, matchbox_server).
+//!
+//! One thread, one mio poll loop, all connections non-blocking. Every run stops by itself
+//! (a join time limit, then fixed warm-up, window or hold times) and targets only loopback
+//! addresses (127.0.0.0/8). `diva-load --help` says how to use it.
+
+mod engine;
+mod hist;
+mod sys;
+mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value, json};
+
+use engine::{Cfg, Engine, Mode, Outcome, Proto};
+
+const HELP: &str = "\
+diva-load: load generator for diva-signal (and matchbox_server, for comparison)
+
+Usage:
+  diva-load relay [OPTIONS]     rooms of K connections relay `signal` messages to a room peer
+                                closed loop (W in flight per connection), or open loop with --rate
+  diva-load idle  [OPTIONS]     join N connections (a join storm: reports connections/s), hold
+                                them, report the server's RSS before/after (memory per connection)
+  diva-load storm [OPTIONS]     idle with --hold 0: just the join storm
+  diva-load stat --server-pid PID [--binary FILE] [--label L] [--json FILE]
+                                the server's RSS and CPU now (e.g. right after start), binary size
+  diva-load table DIR           one table from DIR/<server>/<scenario>.json (written by --json)
+
+Options (relay, idle, storm):
+  --target ADDR:PORT     server address, must be in 127.0.0.0/8        [127.0.0.1:3903]
+  --protocol P           diva or matchbox                              [diva]
+  --connections N        connections                                   [relay 1000, idle 10000]
+  --room-size K          connections per room                          [2]
+  --inflight W           closed loop: messages in flight per connection [1]
+  --rate R               open loop: R messages/s in total, spread round-robin over the
+                         connections, stamped with their scheduled send time [closed loop]
+  --payload BYTES        size of the relayed DATA (a JSON string)      [500]
+  --warmup S             relay: seconds before the measured window     [2]
+  --duration S           relay: seconds of the measured window         [10]
+  --hold S               idle: seconds to hold the joined connections  [5]
+  --join-timeout S       time limit for connecting and joining         [60]
+  --concurrency C        connections being set up at once              [256]
+  --source-addrs X       bind client sockets to 127.0.0.1 .. 127.0.0.X in turn [16]
+  --ident self|server    diva: bring own idents, or ask the server (`[\"ident\"]`) [self]
+  --spin on|off          relay: poll without sleeping, so the generator adds no wake-up
+                         latency (it then uses all of its core)          [off]
+  --server-pid PID       read the server's CPU time and memory from /proc/PID
+  --label NAME           scenario name for --json and the table
+  --json FILE            also write the results as JSON
+
+The generator raises its own open-file soft limit to the hard limit; with a hard limit of
+20,000 one generator process can hold at most about 19,900 connections.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("diva-load: {why}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let Some(cmd) = args.first().cloned() else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    if cmd == "-h" || cmd == "--help" || cmd == "help" {
+        print!("{HELP}");
+        return Ok(());
+    }
+    if cmd == "table" {
+        let dir = args.get(1).ok_or("table needs a directory")?;
+        print!("{}", table::render(std::path::Path::new(dir))?);
+        return Ok(());
+    }
+    let mut opts: HashMap<String, String> = HashMap::new();
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        let Some(name) = flag.strip_prefix("--") else { return Err(format!("unexpected argument {flag}")) };
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        opts.insert(name.to_string(), value.clone());
+    }
+    let known = [
+        "target",
+        "protocol",
+        "connections",
+        "room-size",
+        "inflight",
+        "rate",
+        "payload",
+        "warmup",
+        "duration",
+        "hold",
+        "join-timeout",
+        "concurrency",
+        "source-addrs",
+        "ident",
+        "server-pid",
+        "label",
+        "json",
+        "binary",
+        "spin",
+    ];
+    if let Some(bad) = opts.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("unknown option --{bad} (see --help)"));
+    }
+    let num = |name: &str, default: f64| -> Result<f64, String> {
+        match opts.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                v.parse::<f64>().ok().filter(|x| *x >= 0.0).ok_or(format!("--{name}: not a number: {v}"))
+            }
+        }
+    };
+    let server_pid = match opts.get("server-pid") {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| format!("--server-pid: {v}"))?),
+    };
+    let label = opts.get("label").cloned().unwrap_or_else(|| cmd.clone());
+
+    if cmd == "stat" {
+        let pid = server_pid.ok_or("stat needs --server-pid")?;
+        let s = sys::proc_stats(pid).map_err(|e| format!("/proc/{pid}: {e}"))?;
+        let mut r = Map::new();
+        r.insert("label".into(), json!(label));
+        r.insert("mode".into(), json!("stat"));
+        r.insert("server_rss_before_kb".into(), json!(s.rss_kb));
+        r.insert("server_hwm_kb".into(), json!(s.hwm_kb));
+        r.insert("server_threads".into(), json!(s.threads));
+        r.insert("server_cpu_us".into(), json!(s.cpu_us));
+        if let Some(bin) = opts.get("binary") {
+            let len = std::fs::metadata(bin).map_err(|e| format!("{bin}: {e}"))?.len();
+            r.insert("binary_bytes".into(), json!(len));
+        }
+        println!("server pid {pid}: VmRSS {} KiB, VmHWM {} KiB, {} threads", s.rss_kb, s.hwm_kb, s.threads);
+        if let Some(b) = r.get("binary_bytes") {
+            println!("binary: {b} bytes");
+        }
+        return write_json(opts.get("json"), Value::Object(r));
+    }
+
+    let mode = match cmd.as_str() {
+        "relay" => Mode::Relay,
+        "idle" | "storm" => Mode::Idle,
+        _ => return Err(format!("unknown mode {cmd} (see --help)")),
+    };
+    let target: SocketAddrV4 = opts
+        .get("target")
+        .map(String::as_str)
+        .unwrap_or("127.0.0.1:3903")
+        .parse()
+        .map_err(|_| "--target: expected IPv4 ADDR:PORT".to_string())?;
+    if target.ip().octets()[0] != 127 {
+        return Err(format!("--target {target}: only loopback addresses (127.0.0.0/8) may be loaded"));
+    }
+    let protocol = match opts.get("protocol").map(String::as_str).unwrap_or("diva") {
+        "diva" => Proto::Diva,
+        "matchbox" => Proto::Matchbox,
+        p => return Err(format!("--protocol: diva or matchbox, not {p}")),
+    };
+    let default_conns = if mode == Mode::Relay { 1000.0 } else { 10000.0 };
+    let connections = num("connections", default_conns)? as usize;
+    let room_size = (num("room-size", 2.0)? as usize).max(1);
+    let secs = |name: &str, d: f64| -> Result<u64, String> { Ok((num(name, d)? * 1e9) as u64) };
+    let cfg = Cfg {
+        mode,
+        protocol,
+        target,
+        connections,
+        room_size,
+        inflight: (num("inflight", 1.0)? as u32).max(1),
+        rate: num("rate", 0.0)? as u64,
+        payload: (num("payload", 500.0)? as usize).max(engine_min_payload()),
+        warmup_ns: secs("warmup", 2.0)?,
+        duration_ns: secs("duration", 10.0)?,
+        hold_ns: if cmd == "storm" { 0 } else { secs("hold", 5.0)? },
+        join_timeout_ns: secs("join-timeout", 60.0)?,
+        concurrency: (num("concurrency", 256.0)? as usize).max(1),
+        source_addrs: (num("source-addrs", 16.0)? as usize).clamp(1, 254) as u8,
+        server_ident: match opts.get("ident").map(String::as_str).unwrap_or("self") {
+            "self" => false,
+            "server" => true,
+            v => return Err(format!("--ident: self or server, not {v}")),
+        },
+        server_pid,
+        spin: opts.get("spin").is_some_and(|v| v == "on" || v == "1" || v == "true"),
+    };
+    let limit = sys::raise_nofile();
+    if connections as u64 + 16 > limit {
+        return Err(format!(
+            "{connections} connections need more descriptors than the open-file limit ({limit}) allows: \
+             one generator process holds at most {}",
+            limit.saturating_sub(16)
+        ));
+    }
+    sys::tight_timer_slack();
+    eprintln!(
+        "diva-load {cmd} ({:?}) -> {target}: {connections} connections, rooms of {room_size}{}",
+        protocol,
+        match (mode, cfg.rate) {
+            (Mode::Relay, 0) => format!(", closed loop, {} in flight each", cfg.inflight),
+            (Mode::Relay, r) => format!(", open loop at {r} msg/s"),
+            _ => String::new(),
+        }
+    );
+    let mut eng = Engine::new(cfg.clone()).map_err(|e| e.to_string())?;
+    let out = eng.run().map_err(|e| e.to_string())?;
+    let result = report(&cfg, &cmd, &label, &eng, &out);
+    write_json(opts.get("json"), result)
+}
+
+fn engine_min_payload() -> usize {
+    64
+}
+
+fn write_json(path: Option<&String>, v: Value) -> Result<(), String> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Value {
+    let mut r = Map::new();
+    let mut put = |k: &str, v: Value| {
+        r.insert(k.to_string(), v);
+    };
+    put("label", json!(label));
+    put("mode", json!(cmd));
+    put("protocol", json!(format!("{:?}", cfg.protocol).to_lowercase()));
+    put("connections", json!(cfg.connections));
+    put("joined", json!(eng.joined));
+    put("failed", json!(eng.failed));
+    put("room_size", json!(cfg.room_size));
+    put("rooms_ready", json!(out.rooms_used));
+    put("join_s", json!(round(out.join_s, 4)));
+    put("join_rate", json!(round(out.join_rate, 0)));
+    put("join_timed_out", json!(out.join_timed_out));
+    put("window_s", json!(round(out.window_s, 3)));
+    put("spin", json!(cfg.spin));
+    let us = |ns: u64| round(ns as f64 / 1000.0, 1);
+    let j = &eng.join_hist;
+    put("join_lat_p50_us", json!(us(j.quantile(0.5))));
+    put("join_lat_p99_us", json!(us(j.quantile(0.99))));
+    put("join_lat_max_us", json!(us(j.max())));
+    if cfg.mode == Mode::Relay {
+        put("loop", json!(if cfg.rate > 0 { "open" } else { "closed" }));
+        put("inflight", json!(cfg.inflight));
+        put("rate_target", json!(cfg.rate));
+        put("payload", json!(cfg.payload));
+        put("sent", json!(eng.sent));
+        put("delivered", json!(eng.delivered));
+        let mps = if out.window_s > 0.0 { eng.delivered as f64 / out.window_s } else { 0.0 };
+        put("msgs_per_s", json!(round(mps, 0)));
+        let h = &eng.hist;
+        put("lat_p50_us", json!(us(h.quantile(0.50))));
+        put("lat_p90_us", json!(us(h.quantile(0.90))));
+        put("lat_p99_us", json!(us(h.quantile(0.99))));
+        put("lat_p999_us", json!(us(h.quantile(0.999))));
+        put("lat_max_us", json!(us(h.max())));
+        put("lat_mean_us", json!(us(h.mean())));
+        put("sched_missed", json!(eng.sched_missed));
+    }
+    let gen_pct =
+        if out.window_s > 0.0 { out.gen_cpu_window_us as f64 / (out.window_s * 1e6) * 100.0 } else { 0.0 };
+    put("gen_cpu_pct", json!(round(gen_pct, 1)));
+    put("gen_cpu_join_us", json!(out.gen_cpu_join_us));
+    if let (Some(s0), Some(sj), Some(w0), Some(w1)) =
+        (out.server_start, out.server_joined, out.server_w0, out.server_w1)
+    {
+        put("server_rss_before_kb", json!(s0.rss_kb));
+        put("server_rss_joined_kb", json!(sj.rss_kb));
+        put("server_rss_after_kb", json!(w1.rss_kb));
+        put("server_hwm_after_kb", json!(w1.hwm_kb));
+        put("server_threads", json!(w1.threads));
+        let cpu = w1.cpu_us.saturating_sub(w0.cpu_us);
+        put("server_cpu_window_us", json!(cpu));
+        if out.window_s > 0.0 {
+            // Everything else the machine ran meanwhile: other processes make the figures noisy.
+            let other = out.machine_busy_window_us.saturating_sub(cpu + out.gen_cpu_window_us);
+            put("other_cpu_pct", json!(round(other as f64 / (out.window_s * 1e6) * 100.0, 1)));
+        }
+        if out.window_s > 0.0 {
+            put("server_cpu_pct", json!(round(cpu as f64 / (out.window_s * 1e6) * 100.0, 1)));
+        }
+        if cfg.mode == Mode::Relay && eng.delivered > 0 {
+            put("server_cpu_us_per_msg", json!(round(cpu as f64 / eng.delivered as f64, 3)));
+        }
+        let join_cpu = sj.cpu_us.saturating_sub(s0.cpu_us);
+        put("server_cpu_join_us", json!(join_cpu));
+        if out.join_s > 0.0 {
+            let other = out.machine_busy_join_us.saturating_sub(join_cpu + out.gen_cpu_join_us);
+            put("other_cpu_join_pct", json!(round(other as f64 / (out.join_s * 1e6) * 100.0, 1)));
+        }
+        if eng.joined > 0 {
+            put("server_cpu_us_per_join", json!(round(join_cpu as f64 / eng.joined as f64, 1)));
+            let grown = w1.rss_kb.saturating_sub(s0.rss_kb) as f64 * 1024.0;
+            put("rss_per_conn_bytes", json!(round(grown / eng.joined as f64, 0)));
+        }
+    }
+    let c = &eng.c;
+    let errors = c.connect_failed
+        + c.handshake_failed
+        + c.join_failed
+        + c.closed_by_server
+        + c.eof
+        + c.reset
+        + c.error_replies
+        + c.seq_errors
+        + c.bad_messages;
+    put("errors_total", json!(errors));
+    put(
+        "errors",
+        json!({
+            "connect_failed": c.connect_failed,
+            "handshake_failed": c.handshake_failed,
+            "handshake_statuses": c.handshake_statuses,
+            "join_failed": c.join_failed,
+            "closed_by_server": c.closed_by_server,
+            "eof": c.eof,
+            "reset": c.reset,
+            "error_replies": c.error_replies,
+            "codes": c.error_codes,
+            "seq_errors": c.seq_errors,
+            "bad_messages": c.bad_messages,
+            "peer_left": c.peer_left,
+            "first": c.first_errors,
+        }),
+    );
+    let v = Value::Object(r);
+    print_human(&v);
+    v
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn print_human(v: &Value) {
+    let g = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    println!("== {} ({}, {})", g("label"), g("mode"), g("protocol"));
+    println!(
+        "joined {}/{} in {} s: {} connections/s{} (generator CPU {} us for it)",
+        g("joined"),
+        g("connections"),
+        g("join_s"),
+        g("join_rate"),
+        if g("join_timed_out") == json!(true) { " (join time limit reached)" } else { "" },
+        g("gen_cpu_join_us")
+    );
+    println!(
+        "connect-to-joined us: p50 {}  p99 {}  max {}",
+        g("join_lat_p50_us"),
+        g("join_lat_p99_us"),
+        g("join_lat_max_us")
+    );
+    if v.get("msgs_per_s").is_some() {
+        println!(
+            "{} loop: {} delivered in {} s = {} msg/s (sent {})",
+            g("loop"),
+            g("delivered"),
+            g("window_s"),
+            g("msgs_per_s"),
+            g("sent")
+        );
+        println!(
+            "latency us: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+            g("lat_p50_us"),
+            g("lat_p90_us"),
+            g("lat_p99_us"),
+            g("lat_p999_us"),
+            g("lat_max_us"),
+            g("lat_mean_us")
+        );
+        println!(
+            "server CPU: {} us/msg, {} % of a core; generator CPU {} %; other processes {} % of a core",
+            g("server_cpu_us_per_msg"),
+            g("server_cpu_pct"),
+            g("gen_cpu_pct"),
+            g("other_cpu_pct")
+        );
+    }
+    if v.get("server_rss_before_kb").is_some() {
+        println!(
+            "server RSS KiB: before {}, joined {}, after {} (HWM {}); {} bytes per connection; {} us CPU per join",
+            g("server_rss_before_kb"),
+            g("server_rss_joined_kb"),
+            g("server_rss_after_kb"),
+            g("server_hwm_after_kb"),
+            g("rss_per_conn_bytes"),
+            g("server_cpu_us_per_join")
+        );
+    }
+    println!("errors: {} {}", g("errors_total"), g("errors"));
+}

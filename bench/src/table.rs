@@ -1,0 +1,244 @@
+//! One Markdown table from the JSON results of a `make bench` / `make bench-peers` run:
+//! DIR/diva/<scenario>.json and, if present, DIR/matchbox/<scenario>.json.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+    Neither,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    None,
+    /// diva's value at most this.
+    Max(f64),
+    /// diva's value at least this.
+    Min(f64),
+    /// at most this, and at least this many times better than matchbox.
+    MaxAndRatio(f64, f64),
+    /// at least 3x matchbox, or 1.5x where the generator is the bottleneck.
+    Throughput,
+}
+
+struct Row {
+    scenario: &'static str,
+    metric: &'static str,
+    key: &'static str,
+    unit: &'static str,
+    better: Better,
+    target: Target,
+    target_text: &'static str,
+}
+
+const fn row(
+    scenario: &'static str,
+    metric: &'static str,
+    key: &'static str,
+    unit: &'static str,
+    better: Better,
+    target: Target,
+    target_text: &'static str,
+) -> Row {
+    Row { scenario, metric, key, unit, better, target, target_text }
+}
+
+use Better::*;
+
+const ROWS: &[Row] = &[
+    row("start", "stripped binary", "binary_bytes", "bytes", Lower, Target::Max(2.0 * 1048576.0), "<= 2 MiB"),
+    row(
+        "start",
+        "RSS right after start",
+        "server_rss_before_kb",
+        "KiB",
+        Lower,
+        Target::Max(1536.0),
+        "<= 1.5 MiB",
+    ),
+    row("closed-1k-w1", "delivered", "msgs_per_s", "msg/s", Higher, Target::Throughput, ">= 3x (1.5x)"),
+    row(
+        "closed-1k-w1",
+        "server CPU per message",
+        "server_cpu_us_per_msg",
+        "us",
+        Lower,
+        Target::MaxAndRatio(3.0, 3.0),
+        "<= 3 us, >= 3x",
+    ),
+    row("closed-1k-w1", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w1", "latency p99", "lat_p99_us", "us", Lower, Target::Max(10_000.0), "<= 10 ms"),
+    row("closed-1k-w1", "latency p99.9", "lat_p999_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w1", "latency max", "lat_max_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w1", "server CPU", "server_cpu_pct", "% core", Neither, Target::None, ""),
+    row("closed-1k-w1", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
+    row("closed-1k-w1", "server RSS at end", "server_rss_after_kb", "KiB", Lower, Target::None, ""),
+    row("closed-1k-w1", "errors", "errors_total", "", Lower, Target::None, ""),
+    row("closed-1k-w1", "other processes' CPU (noise)", "other_cpu_pct", "% core", Neither, Target::None, ""),
+    row("closed-1k-w16", "delivered", "msgs_per_s", "msg/s", Higher, Target::Throughput, ">= 3x (1.5x)"),
+    row("closed-1k-w16", "server CPU per message", "server_cpu_us_per_msg", "us", Lower, Target::None, ""),
+    row("closed-1k-w16", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w16", "latency p99", "lat_p99_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w16", "latency p99.9", "lat_p999_us", "us", Lower, Target::None, ""),
+    row("closed-1k-w16", "server CPU", "server_cpu_pct", "% core", Neither, Target::None, ""),
+    row("closed-1k-w16", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
+    row("closed-1k-w16", "errors", "errors_total", "", Lower, Target::None, ""),
+    row(
+        "closed-1k-w16",
+        "other processes' CPU (noise)",
+        "other_cpu_pct",
+        "% core",
+        Neither,
+        Target::None,
+        "",
+    ),
+    row("open-20k", "delivered", "msgs_per_s", "msg/s", Higher, Target::None, ""),
+    row("open-20k", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
+    row("open-20k", "latency p99", "lat_p99_us", "us", Lower, Target::Max(100.0), "<= 100 us"),
+    row("open-20k", "latency p99.9", "lat_p999_us", "us", Lower, Target::None, ""),
+    row("open-20k", "latency max", "lat_max_us", "us", Lower, Target::None, ""),
+    row("open-20k", "server CPU per message", "server_cpu_us_per_msg", "us", Lower, Target::None, ""),
+    row("open-20k", "server CPU", "server_cpu_pct", "% core", Lower, Target::None, ""),
+    row("open-20k", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
+    row("open-20k", "errors", "errors_total", "", Lower, Target::None, ""),
+    row("open-20k", "other processes' CPU (noise)", "other_cpu_pct", "% core", Neither, Target::None, ""),
+    row(
+        "idle-10k",
+        "join storm (connect+upgrade+join)",
+        "join_rate",
+        "conn/s",
+        Higher,
+        Target::Min(20_000.0),
+        ">= 20k/s",
+    ),
+    row("idle-10k", "server CPU per join", "server_cpu_us_per_join", "us", Lower, Target::None, ""),
+    row(
+        "idle-10k",
+        "other processes' CPU during the storm",
+        "other_cpu_join_pct",
+        "% core",
+        Neither,
+        Target::None,
+        "",
+    ),
+    row("idle-10k", "RSS per idle connection", "rss_per_conn_bytes", "bytes", Lower, Target::None, ""),
+    row("idle-10k", "server RSS, 10k joined", "server_rss_after_kb", "KiB", Lower, Target::None, ""),
+    row("idle-19k", "join rate", "join_rate", "conn/s", Higher, Target::None, ""),
+    row(
+        "idle-19k",
+        "RSS per idle connection",
+        "rss_per_conn_bytes",
+        "bytes",
+        Lower,
+        Target::Max(3072.0),
+        "<= 3 KiB",
+    ),
+    row("idle-19k", "server RSS, 19k joined", "server_rss_after_kb", "KiB", Lower, Target::None, ""),
+    row("idle-19k", "server peak RSS (VmHWM)", "server_hwm_after_kb", "KiB", Lower, Target::None, ""),
+    row("idle-19k", "errors", "errors_total", "", Lower, Target::None, ""),
+];
+
+fn load(dir: &Path, server: &str, scenario: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join(server).join(format!("{scenario}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn fmt(v: f64, unit: &str) -> String {
+    let s = if v.abs() >= 1000.0 || unit == "bytes" || unit == "KiB" || unit.is_empty() {
+        group(v.round() as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    if unit.is_empty() { s } else { format!("{s} {unit}") }
+}
+
+fn group(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (k, ch) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+pub fn render(dir: &Path) -> Result<String, String> {
+    if !dir.join("diva").is_dir() {
+        return Err(format!("{}: no diva/ results in it", dir.display()));
+    }
+    let peers = dir.join("matchbox").is_dir();
+    let mut out = String::new();
+    if peers {
+        out.push_str(
+            "| scenario | metric | target | diva-signal | matchbox_server | diva advantage | met |\n",
+        );
+        out.push_str("| --- | --- | --- | ---: | ---: | ---: | --- |\n");
+    } else {
+        out.push_str("| scenario | metric | target | diva-signal | met |\n");
+        out.push_str("| --- | --- | --- | ---: | --- |\n");
+    }
+    for r in ROWS {
+        let d = load(dir, "diva", r.scenario);
+        let m = if peers { load(dir, "matchbox", r.scenario) } else { None };
+        let dv = d.as_ref().and_then(|v| v.get(r.key)).and_then(Value::as_f64);
+        let mv = m.as_ref().and_then(|v| v.get(r.key)).and_then(Value::as_f64);
+        if dv.is_none() && mv.is_none() {
+            continue;
+        }
+        let ratio = match (dv, mv, r.better) {
+            (Some(d), Some(m), Higher) if m > 0.0 => Some(d / m),
+            (Some(d), Some(m), Lower) if d > 0.0 => Some(m / d),
+            _ => None,
+        };
+        let gen_bound = [&d, &m].iter().any(|x| {
+            x.as_ref().and_then(|v| v.get("gen_cpu_pct")).and_then(Value::as_f64).is_some_and(|p| p >= 90.0)
+        });
+        let met = match (r.target, dv) {
+            (Target::None, _) | (_, None) => None,
+            (Target::Max(t), Some(d)) => Some(d <= t),
+            (Target::Min(t), Some(d)) => Some(d >= t),
+            (Target::MaxAndRatio(t, k), Some(d)) => Some(d <= t && ratio.is_none_or(|x| x >= k)),
+            (Target::Throughput, Some(_)) => ratio.map(|x| x >= if gen_bound { 1.5 } else { 3.0 }),
+        };
+        let met = match met {
+            None if matches!(r.target, Target::None) => String::new(),
+            None => "n/a".into(),
+            Some(true) => "yes".into(),
+            Some(false) => "**no**".into(),
+        };
+        let cell = |v: Option<f64>| v.map(|x| fmt(x, r.unit)).unwrap_or_else(|| "-".into());
+        if peers {
+            let ratio = ratio.map(|x| format!("{x:.2}x")).unwrap_or_default();
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r.scenario,
+                r.metric,
+                r.target_text,
+                cell(dv),
+                cell(mv),
+                ratio,
+                met
+            ));
+        } else {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.scenario,
+                r.metric,
+                r.target_text,
+                cell(dv),
+                met
+            ));
+        }
+    }
+    Ok(out)
+}
