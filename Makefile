@@ -4,9 +4,12 @@ CARGO    ?= cargo
 PORT     ?= 3903
 BIN      := target/release/diva-signal
 IMAGE    ?= diva-signal
-# A static binary for the empty-root check and for containers.
-HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
-STATIC_BIN  := target/$(HOST_TARGET)/release/diva-signal
+# A static binary for the empty-root check and for containers: musl where its Rust target
+# is installed (smaller, ~0.8 MB resident), else glibc linked statically.
+HOST_TARGET   := $(shell rustc -vV | sed -n 's/^host: //p')
+MUSL_TARGET   := $(subst -gnu,-musl,$(HOST_TARGET))
+STATIC_TARGET := $(if $(shell rustup target list --installed 2>/dev/null | grep -x $(MUSL_TARGET)),$(MUSL_TARGET),$(HOST_TARGET))
+STATIC_BIN    := target/$(STATIC_TARGET)/release/diva-signal
 
 .PHONY: help run build release static static-check nginx-check cross-pi lint test e2e docker clean
 
@@ -22,6 +25,11 @@ help:
 	@echo "make nginx-check  contrib/nginx.conf proxies wss:// to the server (installs nginx if missing)"
 	@echo "make cross-pi  static builds for Raspberry Pi (aarch64, armv7) where those targets are installed"
 	@echo "make docker    build the container image $(IMAGE) (needs a Docker engine)"
+	@echo "make bench     load test: diva-signal on CPU 0, bench/ load generator on CPU 1; one table (bench/run.sh)"
+	@echo "make bench-peers   the same against matchbox_server too (installed into .bench/), side by side"
+	@echo "make fuzz      run each fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) s (nightly, cargo-fuzz)"
+	@echo "make fuzz-smoke    each fuzz target for $(FUZZ_SMOKE_SECONDS) s, as CI does"
+	@echo "make coverage  line coverage of src/ from the whole test suite (cargo-tarpaulin) into coverage/"
 
 run: release
 	PORT=$(PORT) ./$(BIN)
@@ -34,7 +42,7 @@ release:
 	@ls -l $(BIN)
 
 static:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(HOST_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET)
 	@ls -l $(STATIC_BIN)
 
 static-check: static
@@ -85,3 +93,79 @@ docker:
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing: cargo-fuzz (libFuzzer) targets in fuzz/, its own workspace, built in fuzz/target.
+# New inputs go to fuzz/corpus/TARGET (not committed); the committed seeds in
+# fuzz/seeds/TARGET are read as a second corpus. A crash stops make and leaves the input
+# in fuzz/artifacts/TARGET/. Nightly is used when rustup has it; otherwise the stable
+# toolchain is told to allow the nightly-only sanitizer flags (RUSTC_BOOTSTRAP=1).
+FUZZ_TARGETS       := parse_call http_head rooms_ops
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_CARGO          = $(shell $(CARGO) +nightly --version >/dev/null 2>&1 && echo "$(CARGO) +nightly" || echo "RUSTC_BOOTSTRAP=1 $(CARGO)")
+# --debug-assertions: overflow checks and debug_assert! on, as in tests.
+FUZZ_BUILD_FLAGS   ?= --debug-assertions
+# Longest input per target: a message of a few KiB (an SDP offer is ~4 KiB); a request
+# head up to past MAX_HEAD_LEN (8 KiB) plus the piece-size prefix; an operation list.
+FUZZ_MAX_LEN_parse_call := 8192
+FUZZ_MAX_LEN_http_head  := 8400
+FUZZ_MAX_LEN_rooms_ops  := 4096
+
+fuzz-tools:
+	@$(FUZZ_CARGO) fuzz --help >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-build: fuzz-tools
+	$(FUZZ_CARGO) fuzz build $(FUZZ_BUILD_FLAGS)
+
+# $(1): seconds per target. libFuzzer's progress goes to fuzz/target/fuzz-TARGET.log;
+# its final figures are shown, and on a crash the end of the log.
+define run-fuzzers
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$target for $(1) s"; \
+	  mkdir -p fuzz/corpus/$$target; \
+	  case $$target in \
+	    parse_call) max_len=$(FUZZ_MAX_LEN_parse_call) ;; \
+	    http_head) max_len=$(FUZZ_MAX_LEN_http_head) ;; \
+	    *) max_len=$(FUZZ_MAX_LEN_rooms_ops) ;; \
+	  esac; \
+	  log=fuzz/target/fuzz-$$target.log; \
+	  if $(FUZZ_CARGO) fuzz run $(FUZZ_BUILD_FLAGS) $$target fuzz/corpus/$$target fuzz/seeds/$$target -- \
+	      -max_total_time=$(1) -max_len=$$max_len -timeout=10 -print_final_stats=1 >$$log 2>&1; then \
+	    grep -e '^Done ' -e '^stat::number_of_executed_units' -e '^stat::new_units_added' $$log; \
+	    grep -e '^#[0-9]*[[:space:]]*DONE' $$log | tail -n 1; \
+	  else \
+	    tail -n 60 $$log; echo "fuzz target $$target failed: see $$log and fuzz/artifacts/$$target/"; exit 1; \
+	  fi; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run-fuzzers,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call run-fuzzers,$(FUZZ_SMOKE_SECONDS))
+
+# Load tests (bench/run.sh says which scenarios); the generator is its own crate in bench/.
+.PHONY: bench bench-peers
+bench:
+	CARGO=$(CARGO) bash bench/run.sh
+
+bench-peers:
+	CARGO=$(CARGO) bash bench/run.sh --peers
+
+# Coverage: line coverage of src/ over the whole test suite (unit and integration tests;
+# the browser test is #[ignore]d and not in it), with cargo-tarpaulin's LLVM engine on
+# the stable toolchain, built in target/tarpaulin. HTML, JSON and a summary go to coverage/.
+coverage-tools:
+	@$(CARGO) tarpaulin --version >/dev/null 2>&1 || $(CARGO) install cargo-tarpaulin --locked
+
+coverage: coverage-tools
+	@mkdir -p coverage
+	@status=0; $(CARGO) tarpaulin --engine llvm --target-dir target/tarpaulin --skip-clean --color never \
+	  --include-files 'src/*' --no-fail-fast --timeout 300 \
+	  --out Html --out Json --out Stdout --output-dir coverage >coverage/tarpaulin.log 2>&1 || status=$$?; \
+	sed -n '/Coverage Results/,$$p' coverage/tarpaulin.log >coverage/summary.txt; \
+	if [ ! -s coverage/summary.txt ]; then tail -n 40 coverage/tarpaulin.log; fi; \
+	cat coverage/summary.txt; \
+	echo "report: coverage/tarpaulin-report.html (log: coverage/tarpaulin.log)"; \
+	exit $$status
