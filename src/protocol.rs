@@ -407,6 +407,29 @@ mod tests {
     }
 
     #[test]
+    fn error_code_list_is_complete() {
+        // This match stops the build when a code is added: add it to ErrorCode::ALL too.
+        let position = |code: ErrorCode| match code {
+            ErrorCode::BadJson
+            | ErrorCode::BadRequest
+            | ErrorCode::UnknownCall
+            | ErrorCode::Taken
+            | ErrorCode::AlreadyJoined
+            | ErrorCode::NotOwner
+            | ErrorCode::UnknownPeer
+            | ErrorCode::TooLarge
+            | ErrorCode::Limit
+            | ErrorCode::RateLimited
+            | ErrorCode::Internal => ErrorCode::ALL.iter().position(|&c| c == code),
+        };
+        for code in ErrorCode::ALL {
+            assert!(position(code).is_some());
+        }
+        let names: std::collections::HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
     fn replies_match_the_original_wire_format() {
         assert_eq!(Reply::Ident("abc").to_json(), r#"["ident","abc"]"#);
         assert_eq!(Reply::Join { address: "r:a" }.to_json(), r#"["join","r:a"]"#);

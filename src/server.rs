@@ -608,12 +608,13 @@ impl Server {
     }
 
     fn release_addresses(&mut self, key: ConnId) {
-        let mut effects = Vec::new();
+        let mut effects = std::mem::take(&mut self.room_effects);
         self.rooms.disconnect(key, &mut effects);
         if !effects.is_empty() {
-            self.effects.extend(effects);
+            self.effects.extend(effects.drain(..));
             self.apply_effects(Instant::now());
         }
+        self.room_effects = effects;
     }
 
     fn remove_finished(&mut self) {

@@ -17,39 +17,6 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// Every error code; each input picks one for its `error` reply. `exhaustive` below
-/// stops the build when a code is added and not listed here.
-const CODES: [ErrorCode; 11] = [
-    ErrorCode::BadJson,
-    ErrorCode::BadRequest,
-    ErrorCode::UnknownCall,
-    ErrorCode::Taken,
-    ErrorCode::AlreadyJoined,
-    ErrorCode::NotOwner,
-    ErrorCode::UnknownPeer,
-    ErrorCode::TooLarge,
-    ErrorCode::Limit,
-    ErrorCode::RateLimited,
-    ErrorCode::Internal,
-];
-
-#[allow(dead_code)]
-fn exhaustive(code: ErrorCode) {
-    match code {
-        ErrorCode::BadJson
-        | ErrorCode::BadRequest
-        | ErrorCode::UnknownCall
-        | ErrorCode::Taken
-        | ErrorCode::AlreadyJoined
-        | ErrorCode::NotOwner
-        | ErrorCode::UnknownPeer
-        | ErrorCode::TooLarge
-        | ErrorCode::Limit
-        | ErrorCode::RateLimited
-        | ErrorCode::Internal => {}
-    }
-}
-
 const KNOWN_CALLS: [&str; 5] = ["ident", "ping", "join", "signal", "leave"];
 
 fuzz_target!(|data: &[u8]| {
@@ -65,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let first = String::arbitrary(&mut u).unwrap_or_default();
     let second = String::arbitrary(&mut u).unwrap_or_default();
     let flag = bool::arbitrary(&mut u).unwrap_or_default();
-    let code = CODES[usize::from(u8::arbitrary(&mut u).unwrap_or_default()) % CODES.len()];
+    let code = ErrorCode::ALL[usize::from(u8::arbitrary(&mut u).unwrap_or_default()) % ErrorCode::ALL.len()];
     let candidate = String::arbitrary(&mut u).unwrap_or_default();
     // Signal data from the message itself, else from a fuzzed string sent as data.
     let message = format!(r#"["signal","r:a","r:b",{candidate}]"#);
