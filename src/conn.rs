@@ -243,7 +243,13 @@ impl Write for Socket {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+        handshake_timeout: Duration,
+        rate: TokenBucket,
+    ) -> Self {
         Conn {
             socket: Socket {
                 stream,
@@ -259,7 +265,7 @@ impl Conn {
             last_heard: now,
             pinged: false,
             probe_deadline: None,
-            rate: TokenBucket::new(0, now),
+            rate,
             strikes: 0,
             flush_queued: false,
             finished: false,

@@ -296,8 +296,8 @@ impl Server {
             return;
         }
         debug!("connection {key} from {peer}");
-        let mut conn = Conn::new(stream, peer, now, self.config.handshake_timeout);
-        conn.rate = TokenBucket::new(self.config.rate_burst, now);
+        let rate = TokenBucket::new(self.config.rate_burst, now);
+        let conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
         entry.insert(conn);
     }
 
