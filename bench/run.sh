@@ -14,6 +14,10 @@
 #   closed-1k-w1   relay, closed loop: 1,000 connections in rooms of 2, 1 message in flight per
 #                  connection, ~500-byte payload, 2 s warm-up, 10 s measured window
 #   closed-1k-w16  the same with 16 in flight per connection
+#   closed-1k-w1-limits  closed-1k-w1 against diva-signal with its default limits (100
+#                  messages/s per connection, bursts of 500): what the limits cost. Refused
+#                  messages (`rate-limited`) are sent again after 10 ms. A 12 s warm-up spends
+#                  the burst allowance first. diva-signal only.
 #   open-20k       relay, open loop: 20,000 msg/s in total over 1,000 connections (latency from
 #                  the scheduled send time, so a stalled server or generator is not hidden)
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
@@ -22,6 +26,7 @@
 #                  ~19,900: the open-file hard limit here is 20,000)
 #
 # Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
+# BENCH_LIMITS_WARMUP (12),
 # BENCH_DURATION (10), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO, and
 # BENCH_WAIT_QUIET (0): before each scenario, wait up to this many seconds for the machine to
 # be idle (other processes under 10 % of a core). Other processes on the machine make every
@@ -34,9 +39,10 @@ PEERS=0
 CARGO=${CARGO:-cargo}
 PORT=${BENCH_PORT:-29030}
 WARMUP=${BENCH_WARMUP:-2}
+LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-10}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w16 open-20k idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=target/release/diva-signal
@@ -96,10 +102,12 @@ wait_quiet() {
 }
 
 SERVER_PID=
-start_server() { # $1 = diva|matchbox, $2 = log file
+start_server() { # $1 = diva|matchbox, $2 = log file, $3 = diva: limits (raised|default)
+  local limits=(--rate 1000000 --burst 1000000)
+  [[ ${3:-raised} == default ]] && limits=()
   case $1 in
     diva)
-      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" --rate 1000000 --burst 1000000 \
+      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" \
         --max-connections 19960 --log-level warn 2>"$2" &
       ;;
     matchbox)
@@ -150,9 +158,14 @@ done
 # Scenario by scenario, each server in turn, so that both see much the same machine.
 for scenario in $SCENARIOS; do
   for server in $SERVERS; do
+    limits=raised
+    if [[ $scenario == closed-1k-w1-limits ]]; then
+      [[ $server == diva ]] || continue # matchbox_server has no limits to compare
+      limits=default
+    fi
     echo "== $server: $scenario"
     wait_quiet
-    start_server "$server" "$OUT/$server/$scenario.server.log"
+    start_server "$server" "$OUT/$server/$scenario.server.log" $limits
     case $scenario in
       start)
         sleep 0.2
@@ -161,6 +174,11 @@ for scenario in $SCENARIOS; do
         ;;
       closed-1k-w1)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION"
+        ;;
+      closed-1k-w1-limits)
+        # A longer warm-up spends each connection's burst allowance first, so that the window
+        # shows the steady state: at most 100 messages/s per connection.
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$LIMITS_WARMUP" --duration "$DURATION"
         ;;
       closed-1k-w16)
         load "$server" "$scenario" relay --connections 1000 --inflight 16 --warmup "$WARMUP" --duration "$DURATION"

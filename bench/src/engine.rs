@@ -112,7 +112,13 @@ pub struct Counters {
     pub reset: u64,
     pub error_replies: u64,
     pub error_codes: std::collections::BTreeMap<String, u64>,
+    /// A message arrived with a lower sequence number than one before it (out of order).
     pub seq_errors: u64,
+    /// Messages skipped in a connection's sequence (never delivered).
+    pub seq_gaps: u64,
+    /// `rate-limited` replies: the server refused a message over the per-connection rate.
+    /// Not an error: the scenario with default limits expects them; each is sent again.
+    pub rate_limited: u64,
     pub bad_messages: u64,
     pub peer_left: u64,
     pub stun: u64,
@@ -129,6 +135,8 @@ pub struct Engine {
     rooms: Vec<Room>,
     scratch: Vec<u8>,
     dirty: Vec<u32>,
+    /// Closed loop: messages refused as `rate-limited`, to send again at the given time.
+    retry: std::collections::VecDeque<(u64, u32)>,
     pub c: Counters,
     pub hist: Hist,
     /// Connect to joined, per connection.
@@ -143,6 +151,8 @@ pub struct Engine {
     measuring: bool,
     pub delivered: u64,
     pub delivered_total: u64,
+    /// `rate-limited` replies during the measured window.
+    pub refused: u64,
     pub sent: u64,
     pub sent_total: u64,
     // Open loop schedule.
@@ -156,6 +166,9 @@ pub struct Engine {
 const TIMER: Token = Token(usize::MAX - 1);
 const SCRATCH: usize = 256 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a closed-loop connection waits before sending a `rate-limited` message again:
+/// one token of diva-signal's default rate (100 messages/s).
+const RETRY_NS: u64 = 10_000_000;
 
 /// What the run measured, for the report.
 #[derive(Default, Debug)]
@@ -190,6 +203,7 @@ impl Engine {
             rooms: vec![Room::default(); rooms],
             scratch: vec![0; SCRATCH],
             dirty: Vec::with_capacity(cfg.connections),
+            retry: std::collections::VecDeque::new(),
             c: Counters::default(),
             hist: Hist::default(),
             join_hist: Hist::default(),
@@ -203,6 +217,7 @@ impl Engine {
             measuring: false,
             delivered: 0,
             delivered_total: 0,
+            refused: 0,
             sent: 0,
             sent_total: 0,
             sched_start: 0,
@@ -305,6 +320,7 @@ impl Engine {
                 // The measured window.
                 self.hist = Hist::default();
                 self.delivered = 0;
+                self.refused = 0;
                 self.sent = 0;
                 self.measuring = true;
                 out.server_w0 = self.server();
@@ -346,13 +362,32 @@ impl Engine {
                     self.timer.arm_at(next.min(until));
                 }
             }
-            let wait = if self.cfg.spin { 0 } else { ((until - now) / 1_000_000).clamp(0, 50) };
+            self.release_retries(now);
+            let mut wait_ns = (until - now).min(50_000_000);
+            if let Some(&(at, _)) = self.retry.front() {
+                wait_ns = wait_ns.min(at.saturating_sub(now));
+            }
+            let wait = if self.cfg.spin { 0 } else { wait_ns.div_ceil(1_000_000) };
             self.poll.poll(events, Some(std::time::Duration::from_millis(wait)))?;
             self.dispatch(events);
             if self.relay_on && self.cfg.rate > 0 {
                 self.schedule(mono_ns());
             }
             self.flush_dirty();
+        }
+    }
+
+    /// Closed loop: puts each refused message whose wait is over back in its connection's queue.
+    fn release_retries(&mut self, now: u64) {
+        while let Some(&(at, i)) = self.retry.front() {
+            if at > now {
+                break;
+            }
+            self.retry.pop_front();
+            if self.relay_on {
+                self.conns[i as usize].pending += 1;
+                self.mark_dirty(i);
+            }
         }
     }
 
@@ -724,10 +759,12 @@ impl Engine {
             self.delivered += 1;
         }
         let c = &mut self.conns[i];
-        if seq != c.expect {
+        if seq < c.expect {
             self.c.seq_errors += 1;
+        } else {
+            self.c.seq_gaps += seq - c.expect;
+            c.expect = seq + 1;
         }
-        c.expect = seq + 1;
         let src = src as usize;
         if self.relay_on && self.cfg.rate == 0 && src < self.conns.len() {
             self.conns[src].pending += 1;
@@ -755,6 +792,15 @@ impl Engine {
                     }
                     "stun" => self.c.stun += 1,
                     "leave" => self.c.peer_left += 1,
+                    "error" if v.get(2).and_then(Value::as_str) == Some("rate-limited") => {
+                        self.c.rate_limited += 1;
+                        if self.measuring {
+                            self.refused += 1;
+                        }
+                        if self.relay_on && self.cfg.rate == 0 {
+                            self.retry.push_back((mono_ns() + RETRY_NS, i as u32));
+                        }
+                    }
                     "error" => {
                         self.c.error_replies += 1;
                         let code = v.get(2).and_then(Value::as_str).unwrap_or("?").to_string();

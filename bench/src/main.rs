@@ -316,8 +316,14 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
         + c.reset
         + c.error_replies
         + c.seq_errors
+        // A message refused as rate-limited leaves a gap; any other gap is a lost message.
+        + c.seq_gaps.saturating_sub(c.rate_limited)
         + c.bad_messages;
     put("errors_total", json!(errors));
+    put("rate_limited", json!(c.rate_limited));
+    if out.window_s > 0.0 {
+        put("rate_limited_per_s", json!(round(eng.refused as f64 / out.window_s, 0)));
+    }
     put(
         "errors",
         json!({
@@ -331,6 +337,7 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
             "error_replies": c.error_replies,
             "codes": c.error_codes,
             "seq_errors": c.seq_errors,
+            "seq_gaps": c.seq_gaps,
             "bad_messages": c.bad_messages,
             "peer_left": c.peer_left,
             "first": c.first_errors,
@@ -399,6 +406,13 @@ fn print_human(v: &Value) {
             g("server_hwm_after_kb"),
             g("rss_per_conn_bytes"),
             g("server_cpu_us_per_join")
+        );
+    }
+    if v.get("rate_limited").is_some_and(|n| n != &json!(0)) {
+        println!(
+            "refused as rate-limited (sent again after 10 ms): {} in all, {}/s in the window",
+            g("rate_limited"),
+            g("rate_limited_per_s")
         );
     }
     println!("errors: {} {}", g("errors_total"), g("errors"));
