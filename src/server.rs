@@ -176,14 +176,22 @@ impl Server {
     /// Runs until shut down through a [`ShutdownHandle`]; returns once every client is closed.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut last_event = Instant::now();
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let now = Instant::now();
+            let mut timeout = self.poll_timeout(now);
+            if now.duration_since(last_event) < self.config.busy_poll {
+                timeout = Duration::ZERO;
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
             let now = Instant::now();
+            if !events.is_empty() {
+                last_event = now;
+            }
             for key in std::mem::take(&mut self.to_read) {
                 self.on_readable(key, now);
             }

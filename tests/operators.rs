@@ -1,9 +1,10 @@
 //! What operators watch: /metrics in Prometheus text format, its access rules, and the
-//! live figures on the landing page.
+//! live figures on the landing page; operator settings such as busy polling.
 
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::TestServer;
 use serde_json::json;
@@ -140,4 +141,25 @@ fn landing_page_shows_live_figures() {
     // The client and the page request itself.
     assert!(page.contains("<b id=\"connections\">2</b>"), "{page}");
     assert!(page.contains("<b id=\"rooms\">2</b>"), "{page}");
+}
+
+#[test]
+fn busy_polling_server_relays_then_sleeps_and_wakes_again() {
+    let server = TestServer::with(|config| config.busy_poll = Duration::from_millis(2));
+    let mut alice = server.client();
+    let mut bob = server.client();
+    let a = alice.join("a", "busy");
+    let b = bob.join("b", "busy");
+    alice.recv();
+    bob.recv();
+    for round in 0..50 {
+        alice.send(&format!(r#"["signal","{a}","{b}",{round}]"#));
+        assert_eq!(bob.recv_text(), format!(r#"["signal","{b}","{a}",{round}]"#));
+    }
+    // Quiet for far longer than the busy-poll window: the loop goes back to sleeping in
+    // epoll_wait and must still wake for the next message and for HTTP.
+    std::thread::sleep(Duration::from_millis(50));
+    bob.send(&format!(r#"["signal","{b}","{a}","after a pause"]"#));
+    assert_eq!(alice.recv_text(), format!(r#"["signal","{a}","{b}","after a pause"]"#));
+    assert_eq!(server.health()["addresses"], 2);
 }
