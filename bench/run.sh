@@ -5,9 +5,14 @@
 # scenario, the servers in turn), and prints one table. Everything stays on loopback; every
 # step has a time limit.
 #
-#   bash bench/run.sh            diva-signal only
-#   bash bench/run.sh --peers    diva-signal and matchbox_server (installed from crates.io into
+#   bash bench/run.sh            diva-signal, and the zero-work relay as the floor
+#   bash bench/run.sh --peers    the same and matchbox_server (installed from crates.io into
 #                                .bench/matchbox), side by side with ratios
+#
+# The zero-work relay (`diva-load floor-relay`) pairs each room and then copies bytes between
+# the two members unchanged: what it spends per message is the kernel's share, which every
+# server pays. It runs the relay scenarios only. Before the scenarios, `diva-load jitter`
+# measures on both CPUs at once how often the machine stalls a thread that never sleeps.
 #
 # Scenarios (each on a fresh server):
 #   start          RSS right after start (after one /health request), stripped binary size
@@ -20,6 +25,9 @@
 #                  the burst allowance first. diva-signal only.
 #   open-20k       relay, open loop: 20,000 msg/s in total over 1,000 connections (latency from
 #                  the scheduled send time, so a stalled server or generator is not hidden)
+#   open-20k-busy  the same with neither end sleeping: the generator with --spin on, diva-signal
+#                  with --busy-poll 1000, the floor relay with --spin on (matchbox_server has no
+#                  such setting; it runs as is against the spinning generator)
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
@@ -42,7 +50,7 @@ WARMUP=${BENCH_WARMUP:-2}
 LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-10}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=target/release/diva-signal
@@ -52,13 +60,13 @@ LOAD=bench/target/release/diva-load
 echo "== building (release)"
 $CARGO build --release --quiet
 $CARGO build --release --quiet --manifest-path bench/Cargo.toml
-SERVERS="diva"
+SERVERS="diva floor"
 if [[ $PEERS == 1 ]]; then
   if [[ ! -x $MATCHBOX ]]; then
     echo "== installing matchbox_server from crates.io into .bench/matchbox"
     $CARGO install --locked --root .bench/matchbox matchbox_server
   fi
-  SERVERS="diva matchbox"
+  SERVERS="diva matchbox floor"
 fi
 
 OUT=.bench/results/$(date -u +%Y%m%d-%H%M%S)
@@ -102,13 +110,18 @@ wait_quiet() {
 }
 
 SERVER_PID=
-start_server() { # $1 = diva|matchbox, $2 = log file, $3 = diva: limits (raised|default)
-  local limits=(--rate 1000000 --burst 1000000)
+start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy
+  local limits=(--rate 1000000 --burst 1000000) busy=()
   [[ ${3:-raised} == default ]] && limits=()
+  [[ ${3:-raised} == busy ]] && busy=(--busy-poll 1000)
   case $1 in
     diva)
-      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" \
+      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" "${busy[@]}" \
         --max-connections 19960 --log-level warn 2>"$2" &
+      ;;
+    floor)
+      [[ ${#busy[@]} -gt 0 ]] && busy=(--spin on)
+      taskset -c $SERVER_CPU $LOAD floor-relay --listen "127.0.0.1:$PORT" "${busy[@]}" >"$2" 2>&1 &
       ;;
     matchbox)
       RUST_LOG=warn taskset -c $SERVER_CPU $MATCHBOX "127.0.0.1:$PORT" >"$2" 2>&1 &
@@ -142,27 +155,44 @@ load() { # $1 = server, $2 = scenario, rest: arguments
   local server=$1 scenario=$2
   shift 2
   local proto=diva
-  [[ $server == matchbox ]] && proto=matchbox
+  [[ $server == matchbox ]] && proto=matchbox # the floor relay speaks diva's join
   timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
     --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.json" \
     2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
 }
 
 for server in $SERVERS; do
+  [[ $server == floor ]] && continue # part of diva-load, not a server binary to size
   mkdir -p "$OUT/$server"
   bin=$DIVA
   [[ $server == matchbox ]] && bin=$MATCHBOX
   cp "$bin" "$OUT/$server/binary"
   strip "$OUT/$server/binary"
 done
+mkdir -p "$OUT/floor" "$OUT/machine"
+
+echo "== machine: stalls of a spinning thread on CPU $SERVER_CPU and CPU $LOAD_CPU, 5 s at once"
+wait_quiet
+taskset -c $SERVER_CPU $LOAD jitter --duration 5 --label "cpu$SERVER_CPU" --json "$OUT/machine/jitter-cpu$SERVER_CPU.json" \
+  > "$OUT/machine/jitter-cpu$SERVER_CPU.txt" &
+taskset -c $LOAD_CPU $LOAD jitter --duration 5 --label "cpu$LOAD_CPU" --json "$OUT/machine/jitter-cpu$LOAD_CPU.json" \
+  > "$OUT/machine/jitter-cpu$LOAD_CPU.txt"
+wait
+for cpu in $SERVER_CPU $LOAD_CPU; do
+  echo "stalls, CPU $cpu: $(head -1 "$OUT/machine/jitter-cpu$cpu.txt")" | tee -a "$OUT/machine.txt"
+done
 # Scenario by scenario, each server in turn, so that both see much the same machine.
 for scenario in $SCENARIOS; do
   for server in $SERVERS; do
     limits=raised
-    if [[ $scenario == closed-1k-w1-limits ]]; then
-      [[ $server == diva ]] || continue # matchbox_server has no limits to compare
-      limits=default
-    fi
+    case $scenario in
+      closed-1k-w1-limits)
+        [[ $server == diva ]] || continue # only diva-signal has limits to compare
+        limits=default
+        ;;
+      open-20k-busy) limits=busy ;;
+      start | idle-*) [[ $server == floor ]] && continue ;; # the floor relay only relays
+    esac
     echo "== $server: $scenario"
     wait_quiet
     start_server "$server" "$OUT/$server/$scenario.server.log" $limits
@@ -186,6 +216,10 @@ for scenario in $SCENARIOS; do
       open-20k)
         load "$server" "$scenario" relay --connections 1000 --rate 20000 --warmup "$WARMUP" --duration "$DURATION"
         ;;
+      open-20k-busy)
+        load "$server" "$scenario" relay --connections 1000 --rate 20000 --warmup "$WARMUP" --duration "$DURATION" \
+          --spin on
+        ;;
       idle-10k)
         load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"
         ;;
@@ -201,7 +235,7 @@ for scenario in $SCENARIOS; do
     sleep 1
   done
 done
-for server in $SERVERS; do rm -f "$OUT/$server/binary"; done
+rm -f "$OUT"/*/binary
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 $LOAD table "$OUT" > "$OUT/table.md"

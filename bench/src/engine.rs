@@ -640,8 +640,9 @@ impl Engine {
             }
             pos += hlen + len;
             let payload = &b[hlen..hlen + len];
-            if let Some(m) = mask {
-                // Servers do not mask; unmask a copy if one does.
+            if let Some(m) = mask.filter(|m| m != &[0; 4]) {
+                // Servers do not mask; unmask a copy if one does. (The floor relay passes
+                // on our own frames, masked with a zero key: nothing to undo.)
                 let owned: Vec<u8> = payload.iter().enumerate().map(|(k, x)| x ^ m[k % 4]).collect();
                 self.on_frame(i, fin, opcode, &owned, now);
             } else {

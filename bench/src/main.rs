@@ -5,7 +5,9 @@
 //! addresses (127.0.0.0/8). `diva-load --help` says how to use it.
 
 mod engine;
+mod floor;
 mod hist;
+mod jitter;
 mod sys;
 mod table;
 
@@ -29,6 +31,13 @@ Usage:
   diva-load stat --server-pid PID [--binary FILE] [--label L] [--json FILE]
                                 the server's RSS and CPU now (e.g. right after start), binary size
   diva-load table DIR           one table from DIR/<server>/<scenario>.json (written by --json)
+  diva-load floor-relay --listen ADDR:PORT [--spin on]
+                                a zero-work relay (pairs each room, then copies bytes between
+                                the two unchanged): the kernel's share of relaying a message,
+                                which any server pays; runs until killed
+  diva-load jitter [--duration S] [--json FILE]
+                                how often the machine stalls a thread that never sleeps (run
+                                one per CPU with taskset): the floor under tail latency
 
 Options (relay, idle, storm):
   --target ADDR:PORT     server address, must be in 127.0.0.0/8        [127.0.0.1:3903]
@@ -108,6 +117,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "json",
         "binary",
         "spin",
+        "listen",
     ];
     if let Some(bad) = opts.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown option --{bad} (see --help)"));
@@ -126,6 +136,29 @@ fn run(args: Vec<String>) -> Result<(), String> {
     };
     let label = opts.get("label").cloned().unwrap_or_else(|| cmd.clone());
 
+    if cmd == "jitter" {
+        let duration = (num("duration", 5.0)? * 1e9) as u64;
+        let mut v = jitter::probe(duration);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("label".into(), json!(label));
+        }
+        jitter::print_human(&v);
+        return write_json(opts.get("json"), v);
+    }
+    if cmd == "floor-relay" {
+        let listen: SocketAddrV4 = opts
+            .get("listen")
+            .ok_or("floor-relay needs --listen ADDR:PORT")?
+            .parse()
+            .map_err(|_| "--listen: expected IPv4 ADDR:PORT".to_string())?;
+        if listen.ip().octets()[0] != 127 {
+            return Err(format!("--listen {listen}: loopback addresses (127.0.0.0/8) only"));
+        }
+        sys::raise_nofile();
+        let spin = opts.get("spin").is_some_and(|v| v == "on" || v == "1" || v == "true");
+        let mut relay = floor::FloorRelay::bind(listen, spin).map_err(|e| format!("{listen}: {e}"))?;
+        return relay.run().map_err(|e| e.to_string());
+    }
     if cmd == "stat" {
         let pid = server_pid.ok_or("stat needs --server-pid")?;
         let s = sys::proc_stats(pid).map_err(|e| format!("/proc/{pid}: {e}"))?;

@@ -1,5 +1,6 @@
 //! One Markdown table from the JSON results of a `make bench` / `make bench-peers` run:
-//! DIR/diva/<scenario>.json and, if present, DIR/matchbox/<scenario>.json.
+//! DIR/diva/<scenario>.json and, if present, DIR/matchbox/<scenario>.json and
+//! DIR/floor/<scenario>.json (the zero-work relay: the floor any server stands on).
 
 use std::path::Path;
 
@@ -129,6 +130,22 @@ const ROWS: &[Row] = &[
     row("open-20k", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
     row("open-20k", "errors", "errors_total", "", Lower, Target::None, ""),
     row("open-20k", "other processes' CPU (noise)", "other_cpu_pct", "% core", Neither, Target::None, ""),
+    row("open-20k-busy", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
+    row("open-20k-busy", "latency p99", "lat_p99_us", "us", Lower, Target::Max(100.0), "<= 100 us"),
+    row("open-20k-busy", "latency p99.9", "lat_p999_us", "us", Lower, Target::None, ""),
+    row("open-20k-busy", "latency max", "lat_max_us", "us", Lower, Target::None, ""),
+    row("open-20k-busy", "server CPU", "server_cpu_pct", "% core", Neither, Target::None, ""),
+    row("open-20k-busy", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
+    row("open-20k-busy", "errors", "errors_total", "", Lower, Target::None, ""),
+    row(
+        "open-20k-busy",
+        "other processes' CPU (noise)",
+        "other_cpu_pct",
+        "% core",
+        Neither,
+        Target::None,
+        "",
+    ),
     row(
         "idle-10k",
         "join storm (connect+upgrade+join)",
@@ -200,22 +217,30 @@ pub fn render(dir: &Path) -> Result<String, String> {
         return Err(format!("{}: no diva/ results in it", dir.display()));
     }
     let peers = dir.join("matchbox").is_dir();
-    let mut out = String::new();
+    let floor = dir.join("floor").is_dir();
+    let mut out = String::from("| scenario | metric | target | diva-signal |");
+    let mut rule = String::from("| --- | --- | --- | ---: |");
     if peers {
-        out.push_str(
-            "| scenario | metric | target | diva-signal | matchbox_server | diva advantage | met |\n",
-        );
-        out.push_str("| --- | --- | --- | ---: | ---: | ---: | --- |\n");
-    } else {
-        out.push_str("| scenario | metric | target | diva-signal | met |\n");
-        out.push_str("| --- | --- | --- | ---: | --- |\n");
+        out.push_str(" matchbox_server | diva advantage |");
+        rule.push_str(" ---: | ---: |");
     }
+    if floor {
+        out.push_str(" zero-work relay |");
+        rule.push_str(" ---: |");
+    }
+    out.push_str(" met |\n");
+    out.push_str(&rule);
+    out.push_str(" --- |\n");
     for r in ROWS {
-        let d = load(dir, "diva", r.scenario);
-        let m = if peers { load(dir, "matchbox", r.scenario) } else { None };
-        let dv = d.as_ref().and_then(|v| v.get(r.key)).and_then(Value::as_f64);
-        let mv = m.as_ref().and_then(|v| v.get(r.key)).and_then(Value::as_f64);
-        if dv.is_none() && mv.is_none() {
+        let value = |server: &str, present: bool| {
+            let v = if present { load(dir, server, r.scenario) } else { None };
+            let x = v.as_ref().and_then(|v| v.get(r.key)).and_then(Value::as_f64);
+            (v, x)
+        };
+        let (d, dv) = value("diva", true);
+        let (m, mv) = value("matchbox", peers);
+        let (_, fv) = value("floor", floor);
+        if dv.is_none() && mv.is_none() && fv.is_none() {
             continue;
         }
         let ratio = match (dv, mv, r.better) {
@@ -240,28 +265,15 @@ pub fn render(dir: &Path) -> Result<String, String> {
             Some(false) => "**no**".into(),
         };
         let cell = |v: Option<f64>| v.map(|x| fmt(x, r.unit)).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("| {} | {} | {} | {} |", r.scenario, r.metric, r.target_text, cell(dv)));
         if peers {
             let ratio = ratio.map(|x| format!("{x:.2}x")).unwrap_or_default();
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                r.scenario,
-                r.metric,
-                r.target_text,
-                cell(dv),
-                cell(mv),
-                ratio,
-                met
-            ));
-        } else {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                r.scenario,
-                r.metric,
-                r.target_text,
-                cell(dv),
-                met
-            ));
+            out.push_str(&format!(" {} | {} |", cell(mv), ratio));
         }
+        if floor {
+            out.push_str(&format!(" {} |", cell(fv)));
+        }
+        out.push_str(&format!(" {met} |\n"));
     }
     Ok(out)
 }
