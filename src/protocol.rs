@@ -143,7 +143,7 @@ pub fn parse_call(message: &[u8]) -> Result<Call<'_>, ParseError> {
 /// Parses one message already known to be text (a WebSocket text frame, whose UTF-8
 /// tungstenite has checked).
 pub fn parse_call_text(text: &str) -> Result<Call<'_>, ParseError> {
-    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| {
+    let items: CallItems<'_> = serde_json::from_str(text).map_err(|_| {
         // serde_json gives up at the first sign that this is no array (a `{`, or a number
         // too large for an f64) without reading on, so whether the message is JSON at
         // all takes a look of its own.
@@ -153,7 +153,7 @@ pub fn parse_call_text(text: &str) -> Result<Call<'_>, ParseError> {
             ParseError::new("", ErrorCode::BadJson, "message is not valid JSON")
         }
     })?;
-    let Some((&name, args)) = items.split_first() else {
+    let Some((&name, args)) = items.kept().split_first() else {
         return Err(ParseError::new("", ErrorCode::BadRequest, "empty array: no call name"));
     };
     let name = string_arg(name)
@@ -179,6 +179,50 @@ pub fn parse_call_text(text: &str) -> Result<Call<'_>, ParseError> {
         }
     };
     Ok(call)
+}
+
+/// The elements of a call array, without a heap allocation: every call takes at most three
+/// arguments, so keeping the first [`CallItems::KEPT`] elements is enough to tell a call with
+/// too many arguments (the rest are still checked to be valid JSON, then dropped).
+struct CallItems<'a> {
+    items: [&'a RawValue; CallItems::KEPT],
+    len: usize,
+}
+
+impl<'a> CallItems<'a> {
+    const KEPT: usize = 5;
+
+    fn kept(&self) -> &[&'a RawValue] {
+        self.items.get(..self.len.min(Self::KEPT)).unwrap_or_default()
+    }
+}
+
+impl<'de> serde_core::Deserialize<'de> for CallItems<'de> {
+    fn deserialize<D: serde_core::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> serde_core::de::Visitor<'de> for Items {
+            type Value = CallItems<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON array")
+            }
+
+            fn visit_seq<A: serde_core::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = CallItems { items: [RawValue::NULL; CallItems::KEPT], len: 0 };
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    if let Some(slot) = out.items.get_mut(out.len) {
+                        *slot = item;
+                    }
+                    out.len += 1;
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Items)
+    }
 }
 
 fn bad_args(call: &str) -> ParseError {
@@ -330,22 +374,35 @@ impl Reply<'_> {
 /// Appends `value` as a JSON string literal, escaped the way JSON.stringify does.
 fn push_json_str(out: &mut String, value: &str) {
     out.push('"');
-    for ch in value.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    // Idents and rooms rarely need escapes: copy runs of plain bytes whole.
+    let mut rest = value;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        let (plain, special) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = special.chars();
+        if let Some(ch) = chars.next() {
+            push_escaped(out, ch);
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
     out.push('"');
+}
+
+fn push_escaped(out: &mut String, ch: char) {
+    match ch {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        c if u32::from(c) < 0x20 => {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        }
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +461,13 @@ mod tests {
         assert_eq!(code(b"[\"signal\",\"a\",\"b\"]"), Err(("signal".into(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"signal\",1,\"b\",3]"), Err(("signal".into(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"leave\"]"), Err(("leave".into(), ErrorCode::BadRequest)));
+        // More elements than any call takes: still a bad request for a known call, and
+        // the elements past the ones kept must still be valid JSON.
+        let long = br#"["signal","a","b",1,2,3,4,5,6,7,8]"#;
+        assert_eq!(code(long), Err(("signal".into(), ErrorCode::BadRequest)));
+        assert_eq!(code(br#"["nope",1,2,3,4,5,6]"#), Err(("nope".into(), ErrorCode::UnknownCall)));
+        assert_eq!(code(br#"["signal","a","b",1,2,3,4,5,oops]"#), Err((String::new(), ErrorCode::BadJson)));
+        assert_eq!(code(br#"["join","a","r",1]"#), Err(("join".into(), ErrorCode::BadRequest)));
     }
 
     #[test]
@@ -463,5 +527,16 @@ mod tests {
         assert_eq!(json, "[\"ident\",\"a\\\"b\\\\c\\n\\u0001é\"]");
         let back: Vec<String> = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(back, ["ident", "a\"b\\c\n\u{1}é"]);
+    }
+
+    #[test]
+    fn every_string_round_trips_through_its_escaping() {
+        let mut all_specials: String = (0u8..0x20).map(char::from).collect();
+        all_specials.push_str("\"\\/\u{7f}é😀");
+        for text in ["", "plain", "\"", "\\", "tail\n", "\u{1f}head", "a\"b\\c\td", &all_specials] {
+            let json = Reply::Ident(text).to_json();
+            let back: Vec<String> = serde_json::from_str(&json).expect("valid JSON");
+            assert_eq!(back, ["ident", text]);
+        }
     }
 }
