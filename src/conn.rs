@@ -141,6 +141,58 @@ impl Default for ReadAhead {
     }
 }
 
+/// The messages one connection's turn has read, copied into one reused buffer.
+#[derive(Default)]
+pub struct Inbox {
+    text: String,
+    entries: Vec<InboxEntry>,
+}
+
+#[derive(Clone)]
+enum InboxEntry {
+    /// The text of a text frame, or of a binary frame that is UTF-8 (the same JSON).
+    Text(std::ops::Range<usize>),
+    /// A binary frame that is not UTF-8, so no JSON call.
+    NotUtf8,
+}
+
+impl Inbox {
+    fn push_text(&mut self, text: &str) {
+        let start = self.text.len();
+        self.text.push_str(text);
+        self.entries.push(InboxEntry::Text(start..self.text.len()));
+    }
+
+    fn push_binary(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.push_text(text),
+            Err(_) => self.entries.push(InboxEntry::NotUtf8),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Message `index`: its text, or `None` for a binary frame that is not UTF-8.
+    pub fn get(&self, index: usize) -> Option<Option<&str>> {
+        match self.entries.get(index)? {
+            InboxEntry::Text(range) => Some(self.text.get(range.clone())),
+            InboxEntry::NotUtf8 => Some(None),
+        }
+    }
+
+    /// Empties it, keeping the memory for the next turn.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.entries.clear();
+    }
+}
+
 /// A connection's socket as tungstenite reads it during one turn: first what an earlier
 /// turn left over, then the read-ahead buffer, refilled from the kernel when empty.
 struct Reader<'a> {
@@ -333,14 +385,14 @@ impl Conn {
         }
     }
 
-    /// Reads up to `budget` messages into `out`. Pings are answered by tungstenite;
+    /// Reads up to `budget` messages into `inbox`. Pings are answered by tungstenite;
     /// pongs and other control frames only count as signs of life.
     pub fn read_messages(
         &mut self,
         budget: usize,
         now: Instant,
         ahead: &mut ReadAhead,
-        out: &mut Vec<Message>,
+        inbox: &mut Inbox,
     ) -> ReadEnd {
         let Phase::Open(ws) = &mut self.phase else { return ReadEnd::Gone };
         self.socket.turn_bytes_left = READ_BYTES_PER_TURN;
@@ -352,8 +404,11 @@ impl Conn {
                     self.last_heard = now;
                     self.pinged = false;
                     self.probe_deadline = None;
+                    // Copied out and dropped at once: the message shares tungstenite's read
+                    // buffer, which can then be reused in place instead of reallocated.
                     match &message {
-                        Message::Text(_) | Message::Binary(_) => out.push(message),
+                        Message::Text(text) => inbox.push_text(text.as_str()),
+                        Message::Binary(bytes) => inbox.push_binary(bytes),
                         Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
                     }
                 }

@@ -127,6 +127,11 @@ impl ParseError {
         ParseError { call: call.to_owned(), code, detail }
     }
 
+    /// The failure for a message that is not UTF-8 text (a binary frame can be anything).
+    pub fn not_utf8() -> Self {
+        ParseError::new("", ErrorCode::BadJson, "message is not UTF-8 text")
+    }
+
     /// The `error` reply for this failure.
     pub fn reply(&self) -> Reply<'_> {
         Reply::Error { call: &self.call, code: self.code, detail: self.detail }
@@ -135,8 +140,7 @@ impl ParseError {
 
 /// Parses one message (text or binary frame payload) into a call.
 pub fn parse_call(message: &[u8]) -> Result<Call<'_>, ParseError> {
-    let text = std::str::from_utf8(message)
-        .map_err(|_| ParseError::new("", ErrorCode::BadJson, "message is not UTF-8 text"))?;
+    let text = std::str::from_utf8(message).map_err(|_| ParseError::not_utf8())?;
     parse_call_text(text)
 }
 

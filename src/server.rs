@@ -17,12 +17,11 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
-use crate::conn::{self, AfterReply, Conn, HeadRead, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
+use crate::conn::{self, AfterReply, Conn, HeadRead, Inbox, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
 use crate::http::{self, Answer, Request, Status};
 use crate::metrics::{CloseReason, Metrics};
 use crate::protocol::{self, ErrorCode, Reply};
@@ -87,7 +86,7 @@ pub struct Server {
     /// Work queued while handling events, done in order.
     effects: VecDeque<Effect>,
     /// Reused buffers: messages read from one connection, effects of one call.
-    inbox: Vec<Message>,
+    inbox: Inbox,
     read_ahead: ReadAhead,
     room_effects: Vec<Effect>,
     /// Connections with output queued since the last flush.
@@ -138,7 +137,7 @@ impl Server {
             metrics: Metrics::default(),
             conns: Slab::new(),
             effects: VecDeque::new(),
-            inbox: Vec::new(),
+            inbox: Inbox::default(),
             read_ahead: ReadAhead::new(),
             room_effects: Vec::new(),
             to_flush: Vec::new(),
@@ -479,11 +478,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let end = conn.read_messages(READ_BUDGET, now, &mut self.read_ahead, &mut inbox);
         self.queue_flush(key);
-        for message in inbox.drain(..) {
-            if self.conns.get(key).is_some_and(Conn::is_open) {
-                self.handle_message(key, &message, now);
+        for index in 0..inbox.len() {
+            if let Some(message) = inbox.get(index)
+                && self.conns.get(key).is_some_and(Conn::is_open)
+            {
+                self.handle_message(key, message, now);
             }
         }
+        inbox.clear();
         self.inbox = inbox;
         if !self.conns.get(key).is_some_and(Conn::is_open) {
             return;
@@ -501,7 +503,8 @@ impl Server {
         }
     }
 
-    fn handle_message(&mut self, key: ConnId, message: &Message, now: Instant) {
+    /// Handles one message: its text, or `None` for a binary frame that is not UTF-8.
+    fn handle_message(&mut self, key: ConnId, message: Option<&str>, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
             conn.strikes += 1;
@@ -516,10 +519,8 @@ impl Server {
             conn.strikes = 0;
             let mut effects = std::mem::take(&mut self.room_effects);
             let parsed = match message {
-                Message::Text(text) => protocol::parse_call_text(text.as_str()),
-                // The same JSON text in a binary frame; its UTF-8 is still unchecked.
-                Message::Binary(bytes) => protocol::parse_call(bytes),
-                Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return,
+                Some(text) => protocol::parse_call_text(text),
+                None => Err(protocol::ParseError::not_utf8()),
             };
             match parsed {
                 Ok(call) => {
