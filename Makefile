@@ -27,6 +27,7 @@ help:
 	@echo "make docker    build the container image $(IMAGE) (needs a Docker engine)"
 	@echo "make bench     load test: diva-signal on CPU 0, bench/ load generator on CPU 1; one table (bench/run.sh)"
 	@echo "make bench-peers   the same against matchbox_server too (installed into .bench/), side by side"
+	@echo "make bench-smoke   a short bench run that fails on any error (CI)"
 	@echo "make fuzz      run each fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) s (nightly, cargo-fuzz)"
 	@echo "make fuzz-smoke    each fuzz target for $(FUZZ_SMOKE_SECONDS) s, as CI does"
 	@echo "make coverage  line coverage of src/ from the whole test suite (cargo-tarpaulin) into coverage/"
@@ -146,12 +147,18 @@ fuzz-smoke: fuzz-build
 	$(call run-fuzzers,$(FUZZ_SMOKE_SECONDS))
 
 # Load tests (bench/run.sh says which scenarios); the generator is its own crate in bench/.
-.PHONY: bench bench-peers
+.PHONY: bench bench-peers bench-smoke
 bench:
 	CARGO=$(CARGO) bash bench/run.sh
 
 bench-peers:
 	CARGO=$(CARGO) bash bench/run.sh --peers
+
+# A short run of a few scenarios that fails on any error: proves on a fresh machine that
+# the generator builds and drives the server (CI runs it; figures from it mean nothing).
+bench-smoke:
+	CARGO=$(CARGO) BENCH_STRICT=1 BENCH_REPEAT=1 BENCH_WARMUP=0.5 BENCH_DURATION=1 BENCH_LIMITS_WARMUP=0.5 \
+	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k" bash bench/run.sh
 
 # Coverage: line coverage of src/ over the whole test suite (unit and integration tests;
 # the browser test is #[ignore]d and not in it), with cargo-tarpaulin's LLVM engine on

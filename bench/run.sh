@@ -35,7 +35,12 @@
 #
 # Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
 # BENCH_LIMITS_WARMUP (12),
-# BENCH_DURATION (10), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO, and
+# BENCH_DURATION (5), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO,
+# BENCH_REPEAT (3): rounds of all scenarios; each figure in the table is the median of the
+# rounds, with the lowest and highest beside it (this VM's speed drifts by a quarter), and
+# BENCH_DIVA_BIN (target/release/diva-signal, built here; point it at another build, such
+# as the static one from `make static`, to measure that instead), BENCH_STRICT (0; 1: exit
+# 1 when any scenario saw an error), and
 # BENCH_WAIT_QUIET (0): before each scenario, wait up to this many seconds for the machine to
 # be idle (other processes under 10 % of a core). Other processes on the machine make every
 # figure noisy; the table has a row saying how much CPU they took during each window.
@@ -48,12 +53,13 @@ CARGO=${CARGO:-cargo}
 PORT=${BENCH_PORT:-29030}
 WARMUP=${BENCH_WARMUP:-2}
 LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
-DURATION=${BENCH_DURATION:-10}
+DURATION=${BENCH_DURATION:-5}
+REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
 SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
-DIVA=target/release/diva-signal
+DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
 MATCHBOX=.bench/matchbox/bin/matchbox_server
 LOAD=bench/target/release/diva-load
 
@@ -76,7 +82,9 @@ mkdir -p "$OUT"
   echo "cpus: $(nproc), $(lscpu | sed -n 's/^Model name: *//p')"
   echo "kernel: $(uname -r)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "diva-signal: $($DIVA --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(
+  linking=static
+  readelf -l "$DIVA" 2>/dev/null | grep -q INTERP && linking=dynamic
+  echo "diva-signal: $DIVA ($linking), $($DIVA --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(
     [[ -n "$(git --no-optional-locks status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] &&
       echo ' with uncommitted changes in src/')"
   if [[ $PEERS == 1 ]]; then
@@ -109,6 +117,16 @@ wait_quiet() {
   echo "   (other processes: $busy % of a core just before)"
 }
 
+# GET /health answers 200 (bash's /dev/tcp: no curl needed).
+health_ok() {
+  local status
+  exec 3<>"/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || return 1
+  printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+  read -r -t 2 _ status _ <&3 || status=
+  exec 3>&-
+  [[ $status == 200 ]]
+}
+
 SERVER_PID=
 start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy
   local limits=(--rate 1000000 --burst 1000000) busy=()
@@ -129,7 +147,7 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
   esac
   SERVER_PID=$!
   for _ in $(seq 100); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$PORT/health"; then return 0; fi
+    if health_ok; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
     sleep 0.1
   done
@@ -157,7 +175,7 @@ load() { # $1 = server, $2 = scenario, rest: arguments
   local proto=diva
   [[ $server == matchbox ]] && proto=matchbox # the floor relay speaks diva's join
   timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.json" \
+    --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
     2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
 }
 
@@ -181,7 +199,9 @@ wait
 for cpu in $SERVER_CPU $LOAD_CPU; do
   echo "stalls, CPU $cpu: $(head -1 "$OUT/machine/jitter-cpu$cpu.txt")" | tee -a "$OUT/machine.txt"
 done
-# Scenario by scenario, each server in turn, so that both see much the same machine.
+# Round by round, scenario by scenario, each server in turn, so that all see much the same
+# machine.
+for ROUND in $(seq "$REPEAT"); do
 for scenario in $SCENARIOS; do
   for server in $SERVERS; do
     limits=raised
@@ -193,14 +213,14 @@ for scenario in $SCENARIOS; do
       open-20k-busy) limits=busy ;;
       start | idle-*) [[ $server == floor ]] && continue ;; # the floor relay only relays
     esac
-    echo "== $server: $scenario"
+    echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
     start_server "$server" "$OUT/$server/$scenario.server.log" $limits
     case $scenario in
       start)
         sleep 0.2
         $LOAD stat --server-pid "$SERVER_PID" --binary "$OUT/$server/binary" --label start \
-          --json "$OUT/$server/start.json"
+          --json "$OUT/$server/start.round$ROUND.json"
         ;;
       closed-1k-w1)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION"
@@ -235,7 +255,15 @@ for scenario in $SCENARIOS; do
     sleep 1
   done
 done
+done
 rm -f "$OUT"/*/binary
+for dir in "$OUT"/*/; do
+  for scenario in $SCENARIOS; do
+    runs=("$dir$scenario".round*.json)
+    [[ -e ${runs[0]} ]] || continue
+    $LOAD merge "$dir$scenario.json" "${runs[@]}"
+  done
+done
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 $LOAD table "$OUT" > "$OUT/table.md"
@@ -244,3 +272,10 @@ echo "== results ($OUT)"
 cat "$OUT/machine.txt"
 echo
 cat "$OUT/table.md"
+if [[ ${BENCH_STRICT:-0} == 1 ]]; then
+  failed=$(grep -L '"errors_total": 0' "$OUT"/*/*.json | grep -v -e /machine/ -e '/start\.' || true)
+  if [[ -n $failed ]]; then
+    echo "errors in: $failed" >&2
+    exit 1
+  fi
+fi

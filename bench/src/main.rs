@@ -8,6 +8,7 @@ mod engine;
 mod floor;
 mod hist;
 mod jitter;
+mod merge;
 mod sys;
 mod table;
 
@@ -31,6 +32,8 @@ Usage:
   diva-load stat --server-pid PID [--binary FILE] [--label L] [--json FILE]
                                 the server's RSS and CPU now (e.g. right after start), binary size
   diva-load table DIR           one table from DIR/<server>/<scenario>.json (written by --json)
+  diva-load merge OUT IN...      one result from several rounds of a scenario (median of each
+                                figure, lowest and highest beside it; errors add up)
   diva-load floor-relay --listen ADDR:PORT [--spin on]
                                 a zero-work relay (pairs each room, then copies bytes between
                                 the two unchanged): the kernel's share of relaying a message,
@@ -89,6 +92,17 @@ fn run(args: Vec<String>) -> Result<(), String> {
         let dir = args.get(1).ok_or("table needs a directory")?;
         print!("{}", table::render(std::path::Path::new(dir))?);
         return Ok(());
+    }
+    if cmd == "merge" {
+        let (Some(out), inputs) = (args.get(1), args.get(2..).unwrap_or_default()) else {
+            return Err("merge needs OUT and at least one input".into());
+        };
+        let mut runs = Vec::new();
+        for path in inputs {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            runs.push(serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?);
+        }
+        return write_json(Some(out), merge::merge(&runs)?);
     }
     let mut opts: HashMap<String, String> = HashMap::new();
     let mut it = args[1..].iter();

@@ -239,7 +239,7 @@ pub fn render(dir: &Path) -> Result<String, String> {
         };
         let (d, dv) = value("diva", true);
         let (m, mv) = value("matchbox", peers);
-        let (_, fv) = value("floor", floor);
+        let (f, fv) = value("floor", floor);
         if dv.is_none() && mv.is_none() && fv.is_none() {
             continue;
         }
@@ -264,14 +264,28 @@ pub fn render(dir: &Path) -> Result<String, String> {
             Some(true) => "yes".into(),
             Some(false) => "**no**".into(),
         };
-        let cell = |v: Option<f64>| v.map(|x| fmt(x, r.unit)).unwrap_or_else(|| "-".into());
-        out.push_str(&format!("| {} | {} | {} | {} |", r.scenario, r.metric, r.target_text, cell(dv)));
+        // The median, and the lowest and highest round where they differ.
+        let cell = |result: &Option<Value>, v: Option<f64>| {
+            let Some(x) = v else { return "-".to_string() };
+            let range = result.as_ref().and_then(|res| res.get("spread")).and_then(|s| s.get(r.key));
+            match range
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+            {
+                Some(lh) if lh.len() == 2 && lh[0] != lh[1] && r.key != "errors_total" => {
+                    let bare = |v: f64| fmt(v, r.unit).trim_end_matches(r.unit).trim_end().to_string();
+                    format!("{} ({}–{})", fmt(x, r.unit), bare(lh[0]), bare(lh[1]))
+                }
+                _ => fmt(x, r.unit),
+            }
+        };
+        out.push_str(&format!("| {} | {} | {} | {} |", r.scenario, r.metric, r.target_text, cell(&d, dv)));
         if peers {
             let ratio = ratio.map(|x| format!("{x:.2}x")).unwrap_or_default();
-            out.push_str(&format!(" {} | {} |", cell(mv), ratio));
+            out.push_str(&format!(" {} | {} |", cell(&m, mv), ratio));
         }
         if floor {
-            out.push_str(&format!(" {} |", cell(fv)));
+            out.push_str(&format!(" {} |", cell(&f, fv)));
         }
         out.push_str(&format!(" {met} |\n"));
     }
