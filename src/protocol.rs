@@ -367,9 +367,12 @@ impl Reply<'_> {
         out
     }
 
+    /// Exact for `signal`, the reply sent most: a buffer filled to capacity becomes the frame
+    /// payload without a second allocation (tungstenite turns it into `Bytes`).
     fn size_hint(&self) -> usize {
         match self {
-            Reply::Signal { to, from, data } => 20 + to.len() + from.len() + data.get().len(),
+            // ["signal","TO","FROM",DATA]
+            Reply::Signal { to, from, data } => 17 + json_str_len(to) + json_str_len(from) + data.get().len(),
             _ => 64,
         }
     }
@@ -391,6 +394,19 @@ fn push_json_str(out: &mut String, value: &str) {
     }
     out.push_str(rest);
     out.push('"');
+}
+
+/// The length of `value` escaped by [`push_json_str`], without its quotes.
+fn json_str_len(value: &str) -> usize {
+    value.len()
+        + value
+            .bytes()
+            .map(|byte| match byte {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
 }
 
 fn push_escaped(out: &mut String, ch: char) {
@@ -523,6 +539,17 @@ mod tests {
         let data = raw(r#"{ "type":"offer", "sdp":"v=0\r\n", "n": 1.50 }"#);
         let json = Reply::Signal { to: "r:b", from: "r:a", data }.to_json();
         assert_eq!(json, r#"["signal","r:b","r:a",{ "type":"offer", "sdp":"v=0\r\n", "n": 1.50 }]"#);
+    }
+
+    #[test]
+    fn signal_reply_is_built_in_a_buffer_of_exactly_its_size() {
+        let mut all_specials: String = (0u8..0x20).map(char::from).collect();
+        all_specials.push_str("\"\\/\u{7f}é😀");
+        let data = raw(r#"{"sdp":"v=0\r\n"}"#);
+        for address in ["r:a", "", "r:\"q\"", &all_specials] {
+            let json = Reply::Signal { to: address, from: "r:b", data }.to_json();
+            assert_eq!(json.capacity(), json.len(), "{json}");
+        }
     }
 
     #[test]
