@@ -381,16 +381,16 @@ impl Reply<'_> {
 /// Appends `value` as a JSON string literal, escaped the way JSON.stringify does.
 fn push_json_str(out: &mut String, value: &str) {
     out.push('"');
-    // Idents and rooms rarely need escapes: copy runs of plain bytes whole.
+    // Idents and rooms rarely need escapes: copy runs of plain bytes whole. Every byte that
+    // needs one is ASCII, so splitting around it keeps the rest valid UTF-8.
     let mut rest = value;
-    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+    while let Some(at) = rest.bytes().position(needs_escape) {
         let (plain, special) = rest.split_at(at);
         out.push_str(plain);
-        let mut chars = special.chars();
-        if let Some(ch) = chars.next() {
-            push_escaped(out, ch);
+        if let Some(&byte) = special.as_bytes().first() {
+            push_escaped(out, byte);
         }
-        rest = chars.as_str();
+        rest = special.get(1..).unwrap_or_default();
     }
     out.push_str(rest);
     out.push('"');
@@ -398,36 +398,49 @@ fn push_json_str(out: &mut String, value: &str) {
 
 /// The length of `value` escaped by [`push_json_str`], without its quotes.
 fn json_str_len(value: &str) -> usize {
-    value.len()
-        + value
-            .bytes()
-            .map(|byte| match byte {
-                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-                0..0x20 => 5,
-                _ => 0,
-            })
-            .sum::<usize>()
+    value
+        .bytes()
+        .map(|byte| if needs_escape(byte) { short_escape(byte).map_or(6, str::len) } else { 1 })
+        .sum()
 }
 
-fn push_escaped(out: &mut String, ch: char) {
-    match ch {
-        '"' => out.push_str("\\\""),
-        '\\' => out.push_str("\\\\"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        '\u{8}' => out.push_str("\\b"),
-        '\u{c}' => out.push_str("\\f"),
-        c if u32::from(c) < 0x20 => {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
+fn needs_escape(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// JSON.stringify's two-character escapes; other control characters become `\u00XX`.
+fn short_escape(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'"' => Some("\\\""),
+        b'\\' => Some("\\\\"),
+        b'\n' => Some("\\n"),
+        b'\r' => Some("\\r"),
+        b'\t' => Some("\\t"),
+        0x08 => Some("\\b"),
+        0x0c => Some("\\f"),
+        _ => None,
+    }
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    match short_escape(byte) {
+        Some(escape) => out.push_str(escape),
+        None => {
+            let _ = write!(out, "\\u{byte:04x}");
         }
-        c => out.push(c),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every control character, the characters JSON escapes, and some that it does not.
+    fn every_special_character() -> String {
+        let mut all: String = (0u8..0x20).map(char::from).collect();
+        all.push_str("\"\\/\u{7f}é😀");
+        all
+    }
 
     fn raw(json: &str) -> RawJson<'_> {
         let value: &RawValue = serde_json::from_str(json).expect("test JSON");
@@ -543,8 +556,7 @@ mod tests {
 
     #[test]
     fn signal_reply_is_built_in_a_buffer_of_exactly_its_size() {
-        let mut all_specials: String = (0u8..0x20).map(char::from).collect();
-        all_specials.push_str("\"\\/\u{7f}é😀");
+        let all_specials = every_special_character();
         let data = raw(r#"{"sdp":"v=0\r\n"}"#);
         for address in ["r:a", "", "r:\"q\"", &all_specials] {
             let json = Reply::Signal { to: address, from: "r:b", data }.to_json();
@@ -562,8 +574,7 @@ mod tests {
 
     #[test]
     fn every_string_round_trips_through_its_escaping() {
-        let mut all_specials: String = (0u8..0x20).map(char::from).collect();
-        all_specials.push_str("\"\\/\u{7f}é😀");
+        let all_specials = every_special_character();
         for text in ["", "plain", "\"", "\\", "tail\n", "\u{1f}head", "a\"b\\c\td", &all_specials] {
             let json = Reply::Ident(text).to_json();
             let back: Vec<String> = serde_json::from_str(&json).expect("valid JSON");
