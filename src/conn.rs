@@ -552,7 +552,12 @@ fn read_failure(err: WsError) -> ReadEnd {
 pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSocketConfig {
     let write_batch = 16 * 1024;
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        // Every idle connection holds this much, and tungstenite zeroes this much of it
+        // before each read: 256 bytes keeps both small (1,024 cost ~770 bytes more per
+        // idle connection and ~10 % more CPU per 500-byte message at one in flight).
+        // Larger messages grow the buffer to their size; it is read in 256-byte steps
+        // from the loop's read-ahead, so no extra system calls.
+        .read_buffer_size(256)
         // Small writes collect here and go out together when the server flushes.
         .write_buffer_size(write_batch)
         .max_write_buffer_size(max_outbound.max(write_batch + 1))

@@ -201,3 +201,24 @@ fn a_burst_larger_than_one_turn_is_answered_completely_and_in_order() {
     }
     bob.expect_silence();
 }
+
+#[test]
+fn signals_of_every_size_up_to_the_message_limit_arrive_byte_for_byte() {
+    let server = TestServer::start();
+    let mut alice = server.client();
+    let mut bob = server.client();
+    let a = alice.join("a", "r");
+    let b = bob.join("b", "r");
+    alice.recv();
+    bob.recv();
+    // Around the server's 256-byte read steps and up to near the 64 KiB default limit,
+    // with content that differs at every position, so a lost or repeated step shows.
+    let sizes = [0, 1, 200, 255, 256, 257, 511, 512, 513, 1000, 4096, 20_000, 60_000];
+    for size in sizes {
+        let data: String = (0..size).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        alice.ws.write(tungstenite::Message::text(json!(["signal", a, b, data]).to_string())).expect("queue");
+        alice.ws.flush().expect("flush");
+        assert_eq!(bob.recv(), json!(["signal", b, a, data]), "size {size}");
+    }
+    bob.expect_silence();
+}
