@@ -14,6 +14,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
+use crate::boundary::FrameBoundaries;
 use crate::http::{self, HeadStatus, Request};
 use crate::metrics::CloseReason;
 use crate::rate::TokenBucket;
@@ -22,6 +23,10 @@ use crate::rate::TokenBucket;
 const READ_BYTES_PER_TURN: usize = 64 * 1024;
 /// Size of the loop-wide read-ahead buffer: one system call per turn, mostly.
 const READ_AHEAD_LEN: usize = 64 * 1024;
+
+/// A frame or message larger than this leaves tungstenite's buffers that large; the
+/// connection gets fresh small ones once it is idle again.
+const BIG_MESSAGE: u64 = 4 * 1024;
 
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -115,6 +120,10 @@ pub struct Conn {
     pub finished: bool,
     /// Why the connection is closing, once it is.
     pub close_reason: CloseReason,
+    /// tungstenite's last read ended for want of input, so it holds no whole frame.
+    ws_wants_input: bool,
+    /// A big message came in or went out since the WebSocket buffers were last fresh.
+    big_buffers: bool,
 }
 
 /// One loop-wide buffer that a connection's input is read into with one system call;
@@ -225,6 +234,7 @@ impl Read for Reader<'_> {
                 // Rarely used: give the memory back.
                 self.socket.stash = Vec::new();
             }
+            self.socket.handed.feed(out.get(..n).unwrap_or_default());
             return Ok(n);
         }
         if self.ahead.pending().is_empty() {
@@ -236,6 +246,7 @@ impl Read for Reader<'_> {
         let n = out.len().min(pending.len());
         out.get_mut(..n).unwrap_or_default().copy_from_slice(pending.get(..n).unwrap_or_default());
         self.ahead.start += n;
+        self.socket.handed.feed(out.get(..n).unwrap_or_default());
         Ok(n)
     }
 }
@@ -267,6 +278,8 @@ pub struct Socket {
     turn_bytes_left: usize,
     /// Input read ahead in a turn that ended before tungstenite took it all.
     stash: Vec<u8>,
+    /// The frames in what tungstenite was given so far.
+    handed: FrameBoundaries,
 }
 
 impl Read for Socket {
@@ -311,6 +324,7 @@ impl Conn {
                 trust_short_reads: true,
                 turn_bytes_left: READ_BYTES_PER_TURN,
                 stash: Vec::new(),
+                handed: FrameBoundaries::default(),
             },
             peer,
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
@@ -322,6 +336,8 @@ impl Conn {
             flush_queued: false,
             finished: false,
             close_reason: CloseReason::Client,
+            ws_wants_input: false,
+            big_buffers: false,
         }
     }
 
@@ -377,6 +393,7 @@ impl Conn {
         let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: Instant::now() });
         match previous {
             Phase::WritingReply { then: AfterReply::Upgrade { leftover }, .. } => {
+                self.socket.handed.feed(&leftover);
                 let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(*ws_config));
                 self.phase = Phase::Open(Box::new(ws));
                 WriteEnd::Done
@@ -401,6 +418,7 @@ impl Conn {
         for _ in 0..budget {
             match ws.read(&mut reader) {
                 Ok(message) => {
+                    self.ws_wants_input = false;
                     self.last_heard = now;
                     self.pinged = false;
                     self.probe_deadline = None;
@@ -413,6 +431,7 @@ impl Conn {
                     }
                 }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
+                    self.ws_wants_input = true;
                     let out_of_turn = reader.socket.turn_bytes_left == 0;
                     end = if out_of_turn { ReadEnd::MoreLeft } else { ReadEnd::Drained };
                     break;
@@ -426,6 +445,9 @@ impl Conn {
         }
         // What this turn fetched but tungstenite did not take yet stays with this connection.
         reader.stash_leftover();
+        if self.socket.handed.take_largest() > BIG_MESSAGE {
+            self.big_buffers = true;
+        }
         end
     }
 
@@ -433,6 +455,9 @@ impl Conn {
     /// when much is queued).
     pub fn send(&mut self, text: String) -> Result<(), SendError> {
         let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
+        if text.len() as u64 > BIG_MESSAGE {
+            self.big_buffers = true;
+        }
         match ws.write(&mut self.socket, Message::text(text)) {
             Ok(()) => Ok(()),
             // The frame is queued; the rest waits for WRITABLE.
@@ -467,6 +492,24 @@ impl Conn {
             },
             Phase::Lingering { .. } => WriteEnd::Done,
         }
+    }
+
+    /// After a big message, swaps tungstenite's grown buffers for fresh small ones, once
+    /// nothing is in them: call it right after a flush that wrote everything. tungstenite
+    /// has no call to shrink them, and a client that sent or got one large message would
+    /// otherwise hold that much memory for as long as it stays connected.
+    /// True when it did.
+    pub fn release_big_buffers(&mut self, ws_config: &WebSocketConfig) -> bool {
+        let Phase::Open(ws) = &mut self.phase else { return false };
+        // No whole frame waits in tungstenite, and no part of one or of a fragmented
+        // message: the bytes it was given end with a complete message.
+        let input_done = self.ws_wants_input && self.socket.handed.at_message_boundary();
+        if !self.big_buffers || !input_done || !ws.can_write() {
+            return false;
+        }
+        **ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(*ws_config));
+        self.big_buffers = false;
+        true
     }
 
     /// Starts a clean WebSocket close with `code`; falls back to lingering when not open.

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub handshake_failures: u64,
     pub accept_errors: u64,
     pub probes_sent: u64,
+    /// Connections whose WebSocket buffers were swapped for small ones after a big message.
+    pub buffers_released: u64,
 }
 
 impl Metrics {
@@ -219,6 +221,12 @@ impl Metrics {
             "counter",
             "Liveness pings sent to holders of contested addresses.",
             &one(self.probes_sent),
+        );
+        family(
+            "buffers_released_total",
+            "counter",
+            "Connections given fresh small WebSocket buffers after a message over 4 KiB.",
+            &one(self.buffers_released),
         );
         out
     }

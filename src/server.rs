@@ -344,12 +344,16 @@ impl Server {
             return;
         }
         let was_open = conn.is_open();
-        match conn.flush(&self.ws_config) {
+        let end = conn.flush(&self.ws_config);
+        match end {
             WriteEnd::Gone => {
                 let reason = if was_open { CloseReason::Error } else { conn.close_reason };
                 self.finish(key, reason);
             }
             WriteEnd::Done | WriteEnd::Blocked => {
+                if end == WriteEnd::Done && conn.release_big_buffers(&self.ws_config) {
+                    self.metrics.buffers_released += 1;
+                }
                 // Just upgraded: frames may already wait behind the handshake, and no new edge will say so.
                 if !was_open && self.conns.get(key).is_some_and(Conn::is_open) {
                     self.on_readable(key, now);
