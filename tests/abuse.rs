@@ -379,12 +379,7 @@ fn a_flood_does_not_starve_other_clients() {
         unlimited_rate(config);
         config.max_outbound = 16 * 1024 * 1024;
     });
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
+    let (mut alice, a, mut bob, b) = server.pair();
 
     // The flooder writes pings for as long as the exchange below lasts, without a pause,
     // and reads its pongs on a thread of its own so that it is never dropped for not reading.
@@ -629,12 +624,7 @@ fn a_thousand_connect_join_disconnect_cycles_leave_no_trace() {
 #[test]
 fn endless_empty_fragments_do_not_starve_other_clients() {
     let server = TestServer::with(unlimited_rate);
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
+    let (mut alice, a, mut bob, b) = server.pair();
 
     // A text message that never ends: a first fragment, then empty continuation frames
     // without end. The message never grows, so no size limit applies.

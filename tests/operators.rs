@@ -62,12 +62,7 @@ fn metrics_are_valid_exposition_and_move_with_traffic() {
     assert_eq!(sample(&before, "diva_signal_rooms"), 0.0);
     assert_eq!(sample(&before, "diva_signal_messages_received_total{call=\"signal\"}"), 0.0);
 
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    assert_eq!(alice.recv()[0], "stun");
-    assert_eq!(bob.recv()[0], "stun");
+    let (mut alice, a, mut bob, b) = server.pair();
     for n in 0..5 {
         alice.send(&json!(["signal", a, b, n]).to_string());
         assert_eq!(bob.recv()[3], n);

@@ -92,12 +92,7 @@ fn one_connection_holds_several_idents() {
 #[test]
 fn signal_data_is_forwarded_byte_exact() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
+    let (mut alice, a, mut bob, b) = server.pair();
     for data in [
         r#""a plain string""#,
         r#"{ "type" : "offer",  "sdp" : "v=0\r\no=- 46117 2 IN IP4 127.0.0.1\r\n" }"#,
@@ -180,12 +175,7 @@ fn disconnect_removes_exactly_that_connections_addresses() {
 #[test]
 fn a_burst_larger_than_one_turn_is_answered_completely_and_in_order() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
+    let (mut alice, a, mut bob, b) = server.pair();
     // 400 signals in one write: more than one connection's turn (64 messages, 64 KiB), so
     // the server must carry the rest over to later turns without losing or reordering any.
     let payload = "x".repeat(300);
@@ -205,12 +195,7 @@ fn a_burst_larger_than_one_turn_is_answered_completely_and_in_order() {
 #[test]
 fn signals_of_every_size_up_to_the_message_limit_arrive_byte_for_byte() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
+    let (mut alice, a, mut bob, b) = server.pair();
     // Around the server's 256-byte read steps and up to near the 64 KiB default limit,
     // with content that differs at every position, so a lost or repeated step shows.
     let sizes = [0, 1, 200, 255, 256, 257, 511, 512, 513, 1000, 4096, 20_000, 60_000];

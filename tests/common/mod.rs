@@ -39,6 +39,18 @@ impl TestServer {
         TestServer { addr, handle, thread: Some(thread) }
     }
 
+    /// Two clients joined to room "r" as "a" and "b", each `stun` read:
+    /// (alice, her address, bob, his address).
+    pub fn pair(&self) -> (Client, String, Client, String) {
+        let mut alice = self.client();
+        let mut bob = self.client();
+        let a = alice.join("a", "r");
+        let b = bob.join("b", "r");
+        assert_eq!(alice.recv()[0], "stun");
+        assert_eq!(bob.recv()[0], "stun");
+        (alice, a, bob, b)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
