@@ -74,6 +74,26 @@ fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<libc::rlim_t>) -> Spawned
     Spawned { child, addr, log: lines }
 }
 
+/// A WebSocket client on `addr`. A blocking read with a timeout can fail with EINTR
+/// when this test process is stopped and resumed (signal(7)); once in many CI runs that
+/// hit this handshake, so it is tried again then.
+fn connect_retrying_eintr(addr: &str, url: &str) -> tungstenite::WebSocket<TcpStream> {
+    let mut attempts = 0;
+    loop {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        match tungstenite::client(url, stream) {
+            Ok((ws, _)) => return ws,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(err)))
+                if err.kind() == std::io::ErrorKind::Interrupted && attempts < 3 =>
+            {
+                attempts += 1;
+            }
+            Err(err) => panic!("not served again after descriptors were freed: {err}"),
+        }
+    }
+}
+
 fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
@@ -239,10 +259,7 @@ fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
 
     // Free the descriptors: the server must pick up new clients again.
     hogs.clear();
-    let stream = TcpStream::connect(&server.addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    let (mut later, _) =
-        tungstenite::client(url.as_str(), stream).expect("served again after descriptors freed");
+    let mut later = connect_retrying_eintr(&server.addr, &url);
     later.send(Message::text(r#"["ping"]"#)).expect("ping");
     assert_eq!(later.read().expect("pong").into_text().expect("text").as_str(), r#"["pong"]"#);
 
