@@ -500,11 +500,15 @@ impl Conn {
     /// otherwise hold that much memory for as long as it stays connected.
     /// True when it did.
     pub fn release_big_buffers(&mut self, ws_config: &WebSocketConfig) -> bool {
+        // Called after every full flush: the common case (nothing big) returns here.
+        if !self.big_buffers {
+            return false;
+        }
         let Phase::Open(ws) = &mut self.phase else { return false };
         // No whole frame waits in tungstenite, and no part of one or of a fragmented
         // message: the bytes it was given end with a complete message.
         let input_done = self.ws_wants_input && self.socket.handed.at_message_boundary();
-        if !self.big_buffers || !input_done || !ws.can_write() {
+        if !input_done || !ws.can_write() {
             return false;
         }
         **ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(*ws_config));

@@ -27,7 +27,7 @@ fn wait_for_released(server: &TestServer, at_least: u64) {
 }
 
 /// Two raw clients in a room: (alice, her address, bob, his address).
-fn pair(server: &TestServer) -> (RawClient, String, RawClient, String) {
+fn raw_pair(server: &TestServer) -> (RawClient, String, RawClient, String) {
     let mut alice = server.raw_client();
     let mut bob = server.raw_client();
     alice.send_text(r#"["join","alice","r"]"#);
@@ -56,7 +56,7 @@ fn big_data(len: usize, seed: u8) -> String {
 #[test]
 fn a_big_message_is_followed_by_fresh_buffers_on_both_ends_and_traffic_goes_on() {
     let server = TestServer::start();
-    let (mut alice, a, mut bob, b) = pair(&server);
+    let (mut alice, a, mut bob, b) = raw_pair(&server);
     assert_eq!(buffers_released(&server), 0, "small messages keep the buffers");
 
     let data = big_data(60_000, 0);
@@ -83,7 +83,7 @@ fn a_big_message_is_followed_by_fresh_buffers_on_both_ends_and_traffic_goes_on()
 #[test]
 fn a_frame_cut_short_after_a_big_message_is_kept_whole() {
     let server = TestServer::start();
-    let (mut alice, a, mut bob, b) = pair(&server);
+    let (mut alice, a, mut bob, b) = raw_pair(&server);
     let next = text_frame(&signal(&a, &b, "the next one"));
     // Cut inside the header, right after it (mask included), and inside the payload.
     for cut in [1, 2, 8, 20] {
@@ -103,7 +103,7 @@ fn a_frame_cut_short_after_a_big_message_is_kept_whole() {
 #[test]
 fn a_fragmented_message_survives_big_traffic_in_the_middle_of_it() {
     let server = TestServer::start();
-    let (mut alice, a, mut bob, b) = pair(&server);
+    let (mut alice, a, mut bob, b) = raw_pair(&server);
     let big_from_alice = big_data(30_000, 7);
     let message = signal(&a, &b, &big_from_alice);
     let (head, tail) = message.split_at(message.len() / 2);
@@ -136,7 +136,7 @@ fn messages_read_ahead_behind_a_big_one_are_all_answered() {
         config.rate_per_sec = 1_000_000;
         config.rate_burst = 1_000_000;
     });
-    let (mut alice, a, mut bob, b) = pair(&server);
+    let (mut alice, a, mut bob, b) = raw_pair(&server);
     // More small messages than one read turn takes (64), behind a big one, in one write:
     // whole frames then wait inside tungstenite when the turn ends, and must not be
     // dropped with its buffers. Tiny frames (a `ping` is 14 bytes) and a big one of many

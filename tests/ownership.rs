@@ -19,13 +19,8 @@ fn assert_refused(reply: &Value, call: &str, code: &str) {
 #[test]
 fn signal_from_an_address_not_joined_is_refused_and_not_relayed() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
+    let (mut alice, a, mut bob, b) = server.pair();
     let mut mallory = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    assert_eq!(alice.recv()[0], "stun");
-    assert_eq!(bob.recv()[0], "stun");
     mallory.join("m", "r");
     alice.recv();
     bob.recv();
@@ -165,13 +160,8 @@ fn every_refusal_is_exactly_one_four_element_error() {
 #[test]
 fn leave_tells_the_holder_and_every_remaining_member_and_frees_the_address() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
+    let (mut alice, a, mut bob, b) = server.pair();
     let mut carol = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
     let c = carol.join("c", "r");
     for _ in 0..2 {
         carol.recv();
@@ -238,13 +228,8 @@ fn leave_of_one_of_several_idents_tells_the_holders_other_ident() {
 #[test]
 fn closing_a_connection_is_a_leave_for_the_rest_of_the_room() {
     let server = TestServer::start();
-    let mut alice = server.client();
-    let mut bob = server.client();
+    let (mut alice, a, mut bob, b) = server.pair();
     let mut carol = server.client();
-    let a = alice.join("a", "r");
-    let b = bob.join("b", "r");
-    alice.recv();
-    bob.recv();
     let c = carol.join("c", "r");
     carol.recv();
     carol.recv();
