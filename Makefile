@@ -160,7 +160,7 @@ bench-peers:
 # the generator builds and drives the server (CI runs it; figures from it mean nothing).
 bench-smoke:
 	CARGO=$(CARGO) BENCH_STRICT=1 BENCH_REPEAT=1 BENCH_WARMUP=0.5 BENCH_DURATION=1 BENCH_LIMITS_WARMUP=0.5 \
-	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k" bash bench/run.sh
+	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k" bash bench/run.sh
 
 # Coverage: line coverage of src/ over the whole test suite (unit and integration tests;
 # the browser test is #[ignore]d and not in it), with cargo-tarpaulin's LLVM engine on

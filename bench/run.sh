@@ -28,6 +28,10 @@
 #   open-20k-busy  the same with neither end sleeping: the generator with --spin on, diva-signal
 #                  with --busy-poll 1000, the floor relay with --spin on (matchbox_server has no
 #                  such setting; it runs as is against the spinning generator)
+#   big-1k         relay of ~60 KB signals (SDP offers with many candidates are some KB; 60 KB
+#                  is near the 64 KiB default message limit), 1,000 connections, 1 in flight,
+#                  then 2 s without traffic: server RSS before, at its peak and once traffic
+#                  stopped (does memory follow traffic, or stay at its high-water mark?)
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
@@ -56,7 +60,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -211,7 +215,8 @@ for scenario in $SCENARIOS; do
         limits=default
         ;;
       open-20k-busy) limits=busy ;;
-      start | idle-*) [[ $server == floor ]] && continue ;; # the floor relay only relays
+      # The floor relay only relays, and holds one fixed buffer.
+      start | idle-* | big-1k) [[ $server == floor ]] && continue ;;
     esac
     echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
@@ -239,6 +244,10 @@ for scenario in $SCENARIOS; do
       open-20k-busy)
         load "$server" "$scenario" relay --connections 1000 --rate 20000 --warmup "$WARMUP" --duration "$DURATION" \
           --spin on
+        ;;
+      big-1k)
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --payload 60000 --warmup 1 \
+          --duration "$DURATION" --settle 2
         ;;
       idle-10k)
         load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"

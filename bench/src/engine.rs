@@ -42,6 +42,9 @@ pub struct Cfg {
     pub payload: usize,
     pub warmup_ns: u64,
     pub duration_ns: u64,
+    /// Relay: after the window, this long with no new messages before the server's memory
+    /// is read once more (what it keeps once traffic stops).
+    pub settle_ns: u64,
     pub hold_ns: u64,
     pub join_timeout_ns: u64,
     pub concurrency: usize,
@@ -177,6 +180,8 @@ pub struct Outcome {
     pub server_joined: Option<ProcStats>,
     pub server_w0: Option<ProcStats>,
     pub server_w1: Option<ProcStats>,
+    /// Relay with a settle time: the server once the traffic stopped and settled.
+    pub server_settled: Option<ProcStats>,
     pub join_s: f64,
     pub join_rate: f64,
     pub join_timed_out: bool,
@@ -335,6 +340,11 @@ impl Engine {
                 out.machine_busy_window_us = sys::machine_busy_us().saturating_sub(m0);
                 out.window_s = (w1 - w0) as f64 / 1e9;
                 self.relay_on = false;
+                if self.cfg.settle_ns > 0 {
+                    // Messages in flight still arrive; no new ones are sent.
+                    self.pump_until(&mut events, mono_ns() + self.cfg.settle_ns)?;
+                    out.server_settled = self.server();
+                }
             }
         }
         Ok(out)

@@ -53,6 +53,8 @@ Options (relay, idle, storm):
   --payload BYTES        size of the relayed DATA (a JSON string)      [500]
   --warmup S             relay: seconds before the measured window     [2]
   --duration S           relay: seconds of the measured window         [10]
+  --settle S             relay: then S seconds without new messages, and the server's
+                         RSS once more (what it keeps once traffic stops) [0: not read]
   --hold S               idle: seconds to hold the joined connections  [5]
   --join-timeout S       time limit for connecting and joining         [60]
   --concurrency C        connections being set up at once              [256]
@@ -121,6 +123,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "payload",
         "warmup",
         "duration",
+        "settle",
         "hold",
         "join-timeout",
         "concurrency",
@@ -228,6 +231,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         payload: (num("payload", 500.0)? as usize).max(engine_min_payload()),
         warmup_ns: secs("warmup", 2.0)?,
         duration_ns: secs("duration", 10.0)?,
+        settle_ns: secs("settle", 0.0)?,
         hold_ns: if cmd == "storm" { 0 } else { secs("hold", 5.0)? },
         join_timeout_ns: secs("join-timeout", 60.0)?,
         concurrency: (num("concurrency", 256.0)? as usize).max(1),
@@ -329,6 +333,10 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
         put("server_rss_after_kb", json!(w1.rss_kb));
         put("server_hwm_after_kb", json!(w1.hwm_kb));
         put("server_threads", json!(w1.threads));
+        if let Some(settled) = out.server_settled {
+            put("server_rss_settled_kb", json!(settled.rss_kb));
+            put("server_hwm_settled_kb", json!(settled.hwm_kb));
+        }
         let cpu = w1.cpu_us.saturating_sub(w0.cpu_us);
         put("server_cpu_window_us", json!(cpu));
         if out.window_s > 0.0 {
@@ -453,6 +461,13 @@ fn print_human(v: &Value) {
             g("server_hwm_after_kb"),
             g("rss_per_conn_bytes"),
             g("server_cpu_us_per_join")
+        );
+    }
+    if v.get("server_rss_settled_kb").is_some() {
+        println!(
+            "server RSS KiB once traffic stopped: {} (peak {})",
+            g("server_rss_settled_kb"),
+            g("server_hwm_settled_kb")
         );
     }
     if v.get("rate_limited").is_some_and(|n| n != &json!(0)) {
