@@ -51,12 +51,16 @@ impl FrameBoundaries {
                     }
                 }
                 Stage::Header { head, have } => {
-                    let Some((&byte, rest)) = bytes.split_first() else { break };
-                    bytes = rest;
-                    if let Some(slot) = head.get_mut(*have) {
-                        *slot = byte;
+                    // Takes the header in at most two copies: its first two bytes, which
+                    // tell its length, then the rest.
+                    let wanted = header_len(head, *have);
+                    let take = wanted.saturating_sub(*have).min(bytes.len());
+                    let (part, rest) = bytes.split_at(take);
+                    if let Some(slots) = head.get_mut(*have..*have + take) {
+                        slots.copy_from_slice(part);
                     }
-                    *have += 1;
+                    bytes = rest;
+                    *have += take;
                     if let Some(header) = parse_header(head, *have) {
                         self.frame_started(header);
                     }
@@ -97,21 +101,36 @@ struct Header {
     payload_len: u64,
 }
 
-/// The header in `head[..have]`, once it is complete.
-fn parse_header(head: &[u8; MAX_HEADER_LEN], have: usize) -> Option<Header> {
-    let [first, second, ..] = *head;
-    if have < 2 {
-        return None;
-    }
+/// The lengths of the extended payload length and of the masking key that follow a
+/// header's first two bytes, as its second byte says.
+fn field_lens(second: u8) -> (usize, usize) {
     let length_len = match second & 0x7f {
         126 => 2,
         127 => 8,
         _ => 0,
     };
     let mask_len = if second & 0x80 != 0 { 4 } else { 0 };
-    if have < 2 + length_len + mask_len {
+    (length_len, mask_len)
+}
+
+/// How long the header in `head[..have]` is: 2 bytes until those are in, then its whole
+/// length (at most [`MAX_HEADER_LEN`]).
+fn header_len(head: &[u8; MAX_HEADER_LEN], have: usize) -> usize {
+    let [_, second, ..] = *head;
+    if have < 2 {
+        return 2;
+    }
+    let (length_len, mask_len) = field_lens(second);
+    2 + length_len + mask_len
+}
+
+/// The header in `head[..have]`, once it is complete.
+fn parse_header(head: &[u8; MAX_HEADER_LEN], have: usize) -> Option<Header> {
+    let [first, second, ..] = *head;
+    if have < 2 || have < header_len(head, have) {
         return None;
     }
+    let (length_len, _) = field_lens(second);
     let payload_len = match length_len {
         0 => u64::from(second & 0x7f),
         _ => head.get(2..2 + length_len)?.iter().fold(0u64, |len, &byte| (len << 8) | u64::from(byte)),
