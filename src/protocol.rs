@@ -381,6 +381,11 @@ impl Reply<'_> {
 /// Appends `value` as a JSON string literal, escaped the way JSON.stringify does.
 fn push_json_str(out: &mut String, value: &str) {
     out.push('"');
+    if is_plain(value) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     // Idents and rooms rarely need escapes: copy runs of plain bytes whole. Every byte that
     // needs one is ASCII, so splitting around it keeps the rest valid UTF-8.
     let mut rest = value;
@@ -398,10 +403,20 @@ fn push_json_str(out: &mut String, value: &str) {
 
 /// The length of `value` escaped by [`push_json_str`], without its quotes.
 fn json_str_len(value: &str) -> usize {
+    if is_plain(value) {
+        return value.len();
+    }
     value
         .bytes()
         .map(|byte| if needs_escape(byte) { short_escape(byte).map_or(6, str::len) } else { 1 })
         .sum()
+}
+
+/// True when no byte of `value` needs an escape, as for nearly every ident and room.
+/// Without an early exit the compiler checks many bytes per instruction; a byte-by-byte
+/// search cost more than all the rest of building a `signal` reply with long addresses.
+fn is_plain(value: &str) -> bool {
+    value.bytes().fold(true, |plain, byte| plain & !needs_escape(byte))
 }
 
 fn needs_escape(byte: u8) -> bool {
@@ -570,6 +585,27 @@ mod tests {
         assert_eq!(json, "[\"ident\",\"a\\\"b\\\\c\\n\\u0001é\"]");
         let back: Vec<String> = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(back, ["ident", "a\"b\\c\n\u{1}é"]);
+    }
+
+    #[test]
+    fn one_special_character_anywhere_in_a_long_address_is_escaped() {
+        // Long strings are checked many bytes at a time, then byte by byte at the tail.
+        let data = raw("0");
+        for len in [15, 16, 17, 31, 32, 33, 64, 100] {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1f}'] {
+                    let mut address: Vec<char> = vec!['a'; len];
+                    if let Some(slot) = address.get_mut(at) {
+                        *slot = special;
+                    }
+                    let address: String = address.into_iter().collect();
+                    let json = Reply::Signal { to: &address, from: "r:b", data }.to_json();
+                    assert_eq!(json.capacity(), json.len(), "{json}");
+                    let back: (String, String, String, u8) = serde_json::from_str(&json).expect("valid JSON");
+                    assert_eq!(back.1, address);
+                }
+            }
+        }
     }
 
     #[test]
