@@ -28,6 +28,7 @@ help:
 	@echo "make bench     load test: diva-signal on CPU 0, bench/ load generator on CPU 1; one table (bench/run.sh)"
 	@echo "make bench-peers   the same against matchbox_server too (installed into .bench/), side by side"
 	@echo "make bench-smoke   a short bench run that fails on any error (CI)"
+	@echo "make bench-hot-path  in-process cost of relaying a signal, stage by stage (no sockets)"
 	@echo "make fuzz      run each fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) s (nightly, cargo-fuzz)"
 	@echo "make fuzz-smoke    each fuzz target for $(FUZZ_SMOKE_SECONDS) s, as CI does"
 	@echo "make coverage  line coverage of src/ from the whole test suite (cargo-tarpaulin) into coverage/"
@@ -149,7 +150,7 @@ fuzz-smoke: fuzz-build
 	$(call run-fuzzers,$(FUZZ_SMOKE_SECONDS))
 
 # Load tests (bench/run.sh says which scenarios); the generator is its own crate in bench/.
-.PHONY: bench bench-peers bench-smoke
+.PHONY: bench bench-peers bench-smoke bench-hot-path
 bench:
 	CARGO=$(CARGO) bash bench/run.sh
 
@@ -160,7 +161,12 @@ bench-peers:
 # the generator builds and drives the server (CI runs it; figures from it mean nothing).
 bench-smoke:
 	CARGO=$(CARGO) BENCH_STRICT=1 BENCH_REPEAT=1 BENCH_WARMUP=0.5 BENCH_DURATION=1 BENCH_LIMITS_WARMUP=0.5 \
+	  BENCH_HOT_PATH_MESSAGES=20000 \
 	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k" bash bench/run.sh
+
+# What reading, parsing, routing and framing a `signal` costs in process, without sockets.
+bench-hot-path:
+	$(CARGO) bench --bench hot_path
 
 # Coverage: line coverage of src/ over the whole test suite (unit and integration tests;
 # the browser test is #[ignore]d and not in it), with cargo-tarpaulin's LLVM engine on

@@ -37,7 +37,12 @@
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
 #                  ~19,900: the open-file hard limit here is 20,000)
 #
+# Before the scenarios, benches/hot_path.rs measures in process (no sockets) what reading,
+# parsing, routing and framing a `signal` costs: with the zero-work relay's figure, the
+# least this design can spend per message here.
+#
 # Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
+# BENCH_HOT_PATH_MESSAGES (1000000: messages per run of the in-process bench),
 # BENCH_LIMITS_WARMUP (12),
 # BENCH_DURATION (5), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO,
 # BENCH_REPEAT (3): rounds of all scenarios; each figure in the table is the median of the
@@ -70,6 +75,7 @@ LOAD=bench/target/release/diva-load
 echo "== building (release)"
 $CARGO build --release --quiet
 $CARGO build --release --quiet --manifest-path bench/Cargo.toml
+$CARGO bench --quiet --bench hot_path --no-run
 SERVERS="diva floor"
 if [[ $PEERS == 1 ]]; then
   if [[ ! -x $MATCHBOX ]]; then
@@ -203,6 +209,10 @@ wait
 for cpu in $SERVER_CPU $LOAD_CPU; do
   echo "stalls, CPU $cpu: $(head -1 "$OUT/machine/jitter-cpu$cpu.txt")" | tee -a "$OUT/machine.txt"
 done
+echo "== in-process hot path on CPU $SERVER_CPU (benches/hot_path.rs): the libraries' and the core's share"
+wait_quiet
+taskset -c $SERVER_CPU $CARGO bench --quiet --bench hot_path -- "${BENCH_HOT_PATH_MESSAGES:-1000000}" \
+  | tee "$OUT/machine/hot_path.txt"
 # Round by round, scenario by scenario, each server in turn, so that all see much the same
 # machine.
 for ROUND in $(seq "$REPEAT"); do
@@ -281,6 +291,8 @@ echo "== results ($OUT)"
 cat "$OUT/machine.txt"
 echo
 cat "$OUT/table.md"
+echo
+cat "$OUT/machine/hot_path.txt"
 if [[ ${BENCH_STRICT:-0} == 1 ]]; then
   failed=$(grep -L '"errors_total": 0' "$OUT"/*/*.json | grep -v -e /machine/ -e '/start\.' || true)
   if [[ -n $failed ]]; then
