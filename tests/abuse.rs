@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Client, MASK, OP_CLOSE, OP_PING, OP_TEXT, PATIENCE, RawClient, TestServer, error_code, frame_bytes,
-    text_frame,
+    read_retrying, text_frame,
 };
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -306,6 +306,7 @@ fn a_client_that_does_not_read_is_dropped_and_the_sender_keeps_working() {
                     assert_eq!(error_code(&reply), "unknown-peer", "{reply}");
                 }
                 Ok(_) => {}
+                Err(tungstenite::Error::Io(err)) if err.kind() == ErrorKind::Interrupted => {}
                 Err(tungstenite::Error::Io(err))
                     if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
                 {
@@ -363,7 +364,7 @@ fn half_open_connections_do_not_block_others_and_are_reaped() {
     for stream in &mut idle {
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         let mut byte = [0u8; 1];
-        match stream.read(&mut byte) {
+        match read_retrying(stream, &mut byte) {
             Ok(0) => {}
             Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
             other => panic!("expected the server to hang up, got {other:?}"),
@@ -403,7 +404,7 @@ fn a_flood_does_not_starve_other_clients() {
         std::thread::spawn(move || {
             let mut stream = reader_stream;
             let mut chunk = vec![0u8; 64 * 1024];
-            while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            while let Ok(n @ 1..) = read_retrying(&mut stream, &mut chunk) {
                 pong_bytes.fetch_add(n as u64, Ordering::SeqCst);
             }
         })
@@ -535,7 +536,7 @@ fn frames_behind_the_handshake_in_the_same_packet_are_read() {
     let mut response = Vec::new();
     let mut byte = [0u8; 1];
     while !response.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).expect("response"), 1);
+        assert_eq!(read_retrying(&mut stream, &mut byte).expect("response"), 1);
         response.push(byte[0]);
     }
     assert!(response.starts_with(b"HTTP/1.1 101 "));

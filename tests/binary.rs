@@ -76,20 +76,17 @@ fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<libc::rlim_t>) -> Spawned
 
 /// A WebSocket client on `addr`. A blocking read with a timeout can fail with EINTR
 /// when this test process is stopped and resumed (signal(7)); once in many CI runs that
-/// hit this handshake, so it is tried again then.
+/// hit a handshake, so it is done again then, on a new connection.
 fn connect_retrying_eintr(addr: &str, url: &str) -> tungstenite::WebSocket<TcpStream> {
-    let mut attempts = 0;
+    let start = std::time::Instant::now();
     loop {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         match tungstenite::client(url, stream) {
             Ok((ws, _)) => return ws,
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(err)))
-                if err.kind() == std::io::ErrorKind::Interrupted && attempts < 3 =>
-            {
-                attempts += 1;
-            }
-            Err(err) => panic!("not served again after descriptors were freed: {err}"),
+                if err.kind() == std::io::ErrorKind::Interrupted && start.elapsed() < PATIENCE => {}
+            Err(err) => panic!("WebSocket handshake with {url} failed: {err}"),
         }
     }
 }
@@ -116,10 +113,7 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     let mut server = spawn(&[]);
     let mut clients: Vec<_> = (0..3)
         .map(|n| {
-            let stream = TcpStream::connect(&server.addr).expect("connect");
-            stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-            let (mut ws, _) =
-                tungstenite::client(format!("ws://{}/", server.addr), stream).expect("handshake");
+            let mut ws = connect_retrying_eintr(&server.addr, &format!("ws://{}/", server.addr));
             ws.send(Message::text(format!(r#"["join","peer{n}","room"]"#))).expect("join");
             ws
         })
@@ -250,7 +244,7 @@ fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
     // clients. The connection limit is set far higher, so accept() itself runs out.
     let mut server = spawn_with_fd_limit(&["--max-connections", "1000"], Some(32));
     let url = format!("ws://{}/", server.addr);
-    let mut first = tungstenite::connect(&url).expect("first client").0;
+    let mut first = connect_retrying_eintr(&server.addr, &url);
     let mut hogs: Vec<TcpStream> =
         (0..60).map(|_| TcpStream::connect(&server.addr).expect("connect")).collect();
     // The first client is still served while the rest wait in the backlog.

@@ -61,9 +61,7 @@ impl TestServer {
     }
 
     pub fn client_at(&self, path: &str) -> Client {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-        let (ws, _) = tungstenite::client(self.url(path), stream).expect("WebSocket handshake");
+        let ws = ws_handshake(self.addr, self.url(path)).expect("WebSocket handshake");
         Client { ws }
     }
 
@@ -140,6 +138,7 @@ impl Client {
             match self.ws.read() {
                 Ok(Message::Text(text)) => return text.to_string(),
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Err(tungstenite::Error::Io(err)) if err.kind() == ErrorKind::Interrupted => continue,
                 other => panic!("expected a text message, got {other:?}"),
             }
         }
@@ -173,11 +172,13 @@ impl Client {
 
     /// Asserts that no message arrives for [`QUIET`].
     pub fn expect_silence(&mut self) {
-        self.ws.get_mut().set_read_timeout(Some(QUIET)).expect("timeout");
-        match self.ws.read() {
-            Err(tungstenite::Error::Io(err))
-                if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            other => panic!("expected silence, got {other:?}"),
+        let until = Instant::now() + QUIET;
+        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            self.ws.get_mut().set_read_timeout(Some(left)).expect("timeout");
+            match self.ws.read() {
+                Err(tungstenite::Error::Io(err)) if is_timeout_or_interrupted(&err) => {}
+                other => panic!("expected silence, got {other:?}"),
+            }
         }
         self.ws.get_mut().set_read_timeout(Some(PATIENCE)).expect("timeout");
     }
@@ -191,6 +192,7 @@ impl Client {
                 Ok(Message::Close(frame)) => return frame,
                 Ok(_) => continue,
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+                Err(tungstenite::Error::Io(err)) if err.kind() == ErrorKind::Interrupted => continue,
                 Err(tungstenite::Error::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
                     panic!("server did not close in time")
                 }
@@ -239,10 +241,8 @@ impl TestServer {
             let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
             request.headers_mut().insert(name, HeaderValue::from_str(value).expect("header value"));
         }
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-        match tungstenite::client(request, stream) {
-            Ok((ws, _)) => Ok(Client { ws }),
+        match ws_handshake(self.addr, request).map_err(|err| *err) {
+            Ok(ws) => Ok(Client { ws }),
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
                 Err(response.status().as_u16())
             }
@@ -285,8 +285,7 @@ impl Client {
                             pings.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(_) => {}
-                        Err(tungstenite::Error::Io(err))
-                            if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(tungstenite::Error::Io(err)) if is_timeout_or_interrupted(&err) => {}
                         Err(err) => {
                             let _ = tx.send(Err(format!("{err:?}")));
                             break;
@@ -599,8 +598,7 @@ impl Client {
             self.ws.get_mut().set_read_timeout(Some(left)).expect("timeout");
             match self.ws.read() {
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                Err(tungstenite::Error::Io(err))
-                    if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(tungstenite::Error::Io(err)) if is_timeout_or_interrupted(&err) => {}
                 other => panic!("expected no message, got {other:?}"),
             }
         }
@@ -613,5 +611,42 @@ impl RawClient {
     pub fn handshake_done(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         RawClient { stream, buf: Vec::new() }
+    }
+}
+
+/// A blocking read with a timeout ended without data: the timeout passed, or the read was
+/// interrupted (a stop and continue of the test process makes such reads fail with EINTR).
+fn is_timeout_or_interrupted(err: &std::io::Error) -> bool {
+    matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
+}
+
+type Handshake = tungstenite::HandshakeError<tungstenite::ClientHandshake<TcpStream>>;
+
+/// Connects to `addr` and does the WebSocket handshake for `request`. Done again on a new
+/// connection when a read was interrupted (EINTR, see [`is_timeout_or_interrupted`]).
+pub fn ws_handshake<R>(addr: SocketAddr, request: R) -> Result<WebSocket<TcpStream>, Box<Handshake>>
+where
+    R: tungstenite::client::IntoClientRequest + Clone,
+{
+    let start = Instant::now();
+    loop {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        match tungstenite::client(request.clone(), stream) {
+            Ok((ws, _)) => return Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(err)))
+                if err.kind() == ErrorKind::Interrupted && start.elapsed() < PATIENCE => {}
+            Err(err) => return Err(Box::new(err)),
+        }
+    }
+}
+
+/// `stream.read(buf)`, read again when interrupted (EINTR).
+pub fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
