@@ -25,8 +25,13 @@ const READ_BYTES_PER_TURN: usize = 64 * 1024;
 const READ_AHEAD_LEN: usize = 64 * 1024;
 
 /// A frame or message larger than this leaves tungstenite's buffers that large; the
-/// connection gets fresh small ones once it is idle again.
+/// connection gets fresh small ones as soon as everything is written.
 const BIG_MESSAGE: u64 = 4 * 1024;
+
+/// Traffic past this (a frame in, or output between two flushes) grows tungstenite's
+/// buffers beyond their fresh size; they are made fresh again once the client has been
+/// quiet for a while (see [`Conn::request_shrink`]), which costs nothing while it is busy.
+const GROWN: u64 = 512;
 
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -124,6 +129,12 @@ pub struct Conn {
     ws_wants_input: bool,
     /// A big message came in or went out since the WebSocket buffers were last fresh.
     big_buffers: bool,
+    /// Traffic over [`GROWN`] came in or went out since the buffers were last fresh.
+    grown_buffers: bool,
+    /// The server asked for fresh buffers at the next flush that writes everything.
+    shrink_requested: bool,
+    /// Bytes of messages queued since the last flush that wrote everything.
+    queued_since_flush: u64,
 }
 
 /// One loop-wide buffer that a connection's input is read into with one system call;
@@ -338,6 +349,9 @@ impl Conn {
             close_reason: CloseReason::Client,
             ws_wants_input: false,
             big_buffers: false,
+            grown_buffers: false,
+            shrink_requested: false,
+            queued_since_flush: 0,
         }
     }
 
@@ -445,9 +459,9 @@ impl Conn {
         }
         // What this turn fetched but tungstenite did not take yet stays with this connection.
         reader.stash_leftover();
-        if self.socket.handed.take_largest() > BIG_MESSAGE {
-            self.big_buffers = true;
-        }
+        let largest = self.socket.handed.take_largest();
+        self.big_buffers |= largest > BIG_MESSAGE;
+        self.grown_buffers |= largest > GROWN;
         end
     }
 
@@ -455,9 +469,9 @@ impl Conn {
     /// when much is queued).
     pub fn send(&mut self, text: String) -> Result<(), SendError> {
         let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
-        if text.len() as u64 > BIG_MESSAGE {
-            self.big_buffers = true;
-        }
+        self.big_buffers |= text.len() as u64 > BIG_MESSAGE;
+        self.queued_since_flush = self.queued_since_flush.saturating_add(text.len() as u64);
+        self.grown_buffers |= self.queued_since_flush > GROWN;
         match ws.write(&mut self.socket, Message::text(text)) {
             Ok(()) => Ok(()),
             // The frame is queued; the rest waits for WRITABLE.
@@ -480,7 +494,10 @@ impl Conn {
             Phase::ReadingHead { .. } => WriteEnd::Done,
             Phase::WritingReply { .. } => self.write_reply(ws_config),
             Phase::Open(ws) => match ws.flush(&mut self.socket) {
-                Ok(()) => WriteEnd::Done,
+                Ok(()) => {
+                    self.queued_since_flush = 0;
+                    WriteEnd::Done
+                }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
                 Err(_) => WriteEnd::Gone,
             },
@@ -494,14 +511,26 @@ impl Conn {
         }
     }
 
-    /// After a big message, swaps tungstenite's grown buffers for fresh small ones, once
-    /// nothing is in them: call it right after a flush that wrote everything. tungstenite
-    /// has no call to shrink them, and a client that sent or got one large message would
-    /// otherwise hold that much memory for as long as it stays connected.
-    /// True when it did.
+    /// True when traffic grew the WebSocket buffers beyond their fresh size.
+    pub fn buffers_grown(&self) -> bool {
+        self.grown_buffers || self.big_buffers
+    }
+
+    /// Asks for fresh buffers at the next flush that writes everything: the server does
+    /// so for clients quiet for a while, so an SDP offer or a burst of candidates does not
+    /// keep its buffers for as long as the connection lasts.
+    pub fn request_shrink(&mut self) {
+        self.shrink_requested = self.buffers_grown();
+    }
+
+    /// After a big message, or when asked to ([`Conn::request_shrink`]), swaps tungstenite's
+    /// grown buffers for fresh small ones, once nothing is in them: call it right after a
+    /// flush that wrote everything. tungstenite has no call to shrink them, and a client
+    /// that sent or got one large message would otherwise hold that much memory for as long
+    /// as it stays connected. True when it did.
     pub fn release_big_buffers(&mut self, ws_config: &WebSocketConfig) -> bool {
-        // Called after every full flush: the common case (nothing big) returns here.
-        if !self.big_buffers {
+        // Called after every full flush: the common case (nothing to release) returns here.
+        if !self.big_buffers && !self.shrink_requested {
             return false;
         }
         let Phase::Open(ws) = &mut self.phase else { return false };
@@ -513,6 +542,8 @@ impl Conn {
         }
         **ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(*ws_config));
         self.big_buffers = false;
+        self.grown_buffers = false;
+        self.shrink_requested = false;
         true
     }
 

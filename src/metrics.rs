@@ -225,7 +225,7 @@ impl Metrics {
         family(
             "buffers_released_total",
             "counter",
-            "Connections given fresh small WebSocket buffers after a message over 4 KiB.",
+            "Connections given fresh small WebSocket buffers: after a message over 4 KiB, or quiet for a second after more than 512 bytes.",
             &one(self.buffers_released),
         );
         out

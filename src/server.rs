@@ -45,6 +45,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Descriptors kept free for the listener, the poll, logging and the like.
 const FD_HEADROOM: u64 = 32;
+/// A client quiet this long after traffic that grew its WebSocket buffers gets fresh ones.
+const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
 
 /// Live figures, for the health page and for tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,8 @@ pub struct Server {
     last_accept_warning: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     next_sweep: Instant,
+    /// Buffers were released since the allocator last gave free memory back.
+    released_since_trim: bool,
 }
 
 impl Server {
@@ -147,6 +151,7 @@ impl Server {
             last_accept_warning: None,
             shutdown_deadline: None,
             next_sweep: now,
+            released_since_trim: false,
         })
     }
 
@@ -353,6 +358,7 @@ impl Server {
             WriteEnd::Done | WriteEnd::Blocked => {
                 if end == WriteEnd::Done && conn.release_big_buffers(&self.ws_config) {
                     self.metrics.buffers_released += 1;
+                    self.released_since_trim = true;
                 }
                 // Just upgraded: frames may already wait behind the handshake, and no new edge will say so.
                 if !was_open && self.conns.get(key).is_some_and(Conn::is_open) {
@@ -641,14 +647,21 @@ impl Server {
     /// Enforces deadlines: slow handshakes, idle clients, unanswered probes, slow closes.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + self.sweep_interval();
+        if std::mem::take(&mut self.released_since_trim) {
+            return_free_memory();
+        }
         let mut expired = Vec::new();
         let mut idle = Vec::new();
         let mut to_ping = Vec::new();
+        let mut to_shrink = Vec::new();
         for (key, conn) in self.conns.iter() {
             if conn.finished {
                 continue;
             }
             let quiet = now.saturating_duration_since(conn.last_heard);
+            if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
+                to_shrink.push(key);
+            }
             if conn.probe_deadline.is_some_and(|deadline| now >= deadline) {
                 expired.push((key, CloseReason::ProbeTimeout));
             } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
@@ -675,6 +688,12 @@ impl Server {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.pinged = true;
                 conn.ping();
+                self.queue_flush(key);
+            }
+        }
+        for key in to_shrink {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.request_shrink();
                 self.queue_flush(key);
             }
         }
@@ -730,6 +749,18 @@ fn constant_time_eq(expected: &[u8], offered: &[u8]) -> bool {
     }
     diff == 0
 }
+
+/// Hands the allocator's free pages back to the system. glibc keeps freed small blocks
+/// (such as released WebSocket buffers) in its heap, so without this the resident size
+/// would stay at its high-water mark; musl's allocator gives memory back by itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_free_memory() {}
 
 /// Connections the open-file limit allows, after raising the soft limit to the hard one.
 fn default_max_connections() -> usize {

@@ -1,6 +1,7 @@
-//! Big messages do not leave big buffers behind: once a connection that sent or got a
-//! message over 4 KiB is idle again, it gets fresh small WebSocket buffers, and nothing
-//! it was still sending is lost when that happens.
+//! Messages do not leave big buffers behind: a connection that sent or got a message
+//! over 4 KiB gets fresh small WebSocket buffers as soon as everything is written, one whose
+//! buffers grew less once its client has been quiet for a second, and nothing it was still
+//! sending or reading is lost when that happens.
 
 mod common;
 
@@ -154,4 +155,25 @@ fn messages_read_ahead_behind_a_big_one_are_all_answered() {
             assert_eq!(recv_json(&mut alice), json!(["pong"]), "shift {shift}, pong {n}");
         }
     }
+}
+
+#[test]
+fn buffers_grown_by_mid_sized_messages_are_made_fresh_once_the_clients_are_quiet() {
+    let server = TestServer::start();
+    let (mut alice, a, mut bob, b) = raw_pair(&server);
+    // Under the 4 KiB of a big message, so nothing is released right away.
+    let data = big_data(2_000, 1);
+    alice.send_text(&signal(&a, &b, &data));
+    assert_eq!(recv_json(&mut bob), json!(["signal", b, a, data]));
+    bob.send_text(&signal(&b, &a, &data));
+    assert_eq!(recv_json(&mut alice), json!(["signal", a, b, data]));
+    assert_eq!(buffers_released(&server), 0, "released while the clients were busy");
+    // Each side read 2 KB and wrote 2 KB; once quiet for a second, both get fresh buffers.
+    wait_for_released(&server, 2);
+
+    // And both keep working.
+    alice.send_text(&signal(&a, &b, "after"));
+    assert_eq!(recv_json(&mut bob), json!(["signal", b, a, "after"]));
+    bob.send_text(&signal(&b, &a, &data));
+    assert_eq!(recv_json(&mut alice), json!(["signal", a, b, data]));
 }
