@@ -32,6 +32,8 @@
 #                  is near the 64 KiB default message limit), 1,000 connections, 1 in flight,
 #                  then 2 s without traffic: server RSS before, at its peak and once traffic
 #                  stopped (does memory follow traffic, or stay at its high-water mark?)
+#   mid-1k         the same with ~3 KB signals (an SDP offer) and 2.5 s without traffic: the
+#                  server makes such buffers fresh once a client has been quiet for a second
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
@@ -65,7 +67,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -226,7 +228,7 @@ for scenario in $SCENARIOS; do
         ;;
       open-20k-busy) limits=busy ;;
       # The floor relay only relays, and holds one fixed buffer.
-      start | idle-* | big-1k) [[ $server == floor ]] && continue ;;
+      start | idle-* | big-1k | mid-1k) [[ $server == floor ]] && continue ;;
     esac
     echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
@@ -258,6 +260,10 @@ for scenario in $SCENARIOS; do
       big-1k)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --payload 60000 --warmup 1 \
           --duration "$DURATION" --settle 2
+        ;;
+      mid-1k)
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --payload 3000 --warmup 1 \
+          --duration "$DURATION" --settle 2.5
         ;;
       idle-10k)
         load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"
