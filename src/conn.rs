@@ -31,7 +31,7 @@ const BIG_MESSAGE: u64 = 4 * 1024;
 /// Traffic past this (a frame in, or output between two flushes) grows tungstenite's
 /// buffers beyond their fresh size; they are made fresh again once the client has been
 /// quiet for a while (see [`Conn::request_shrink`]), which costs nothing while it is busy.
-const GROWN: u64 = 512;
+const GROWN: u32 = 512;
 
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -134,7 +134,7 @@ pub struct Conn {
     /// The server asked for fresh buffers at the next flush that writes everything.
     shrink_requested: bool,
     /// Bytes of messages queued since the last flush that wrote everything.
-    queued_since_flush: u64,
+    queued_since_flush: u32,
 }
 
 /// One loop-wide buffer that a connection's input is read into with one system call;
@@ -461,7 +461,7 @@ impl Conn {
         reader.stash_leftover();
         let largest = self.socket.handed.take_largest();
         self.big_buffers |= largest > BIG_MESSAGE;
-        self.grown_buffers |= largest > GROWN;
+        self.grown_buffers |= largest > u64::from(GROWN);
         end
     }
 
@@ -470,7 +470,8 @@ impl Conn {
     pub fn send(&mut self, text: String) -> Result<(), SendError> {
         let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
         self.big_buffers |= text.len() as u64 > BIG_MESSAGE;
-        self.queued_since_flush = self.queued_since_flush.saturating_add(text.len() as u64);
+        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        self.queued_since_flush = self.queued_since_flush.saturating_add(len);
         self.grown_buffers |= self.queued_since_flush > GROWN;
         match ws.write(&mut self.socket, Message::text(text)) {
             Ok(()) => Ok(()),
@@ -528,7 +529,7 @@ impl Conn {
     /// flush that wrote everything. tungstenite has no call to shrink them, and a client
     /// that sent or got one large message would otherwise hold that much memory for as long
     /// as it stays connected. True when it did.
-    pub fn release_big_buffers(&mut self, ws_config: &WebSocketConfig) -> bool {
+    pub fn release_buffers(&mut self, ws_config: &WebSocketConfig) -> bool {
         // Called after every full flush: the common case (nothing to release) returns here.
         if !self.big_buffers && !self.shrink_requested {
             return false;

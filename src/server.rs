@@ -356,7 +356,7 @@ impl Server {
                 self.finish(key, reason);
             }
             WriteEnd::Done | WriteEnd::Blocked => {
-                if end == WriteEnd::Done && conn.release_big_buffers(&self.ws_config) {
+                if end == WriteEnd::Done && conn.release_buffers(&self.ws_config) {
                     self.metrics.buffers_released += 1;
                     self.released_since_trim = true;
                 }
