@@ -32,7 +32,7 @@
 #                  is near the 64 KiB default message limit), 1,000 connections, 1 in flight,
 #                  then 2 s without traffic: server RSS before, at its peak and once traffic
 #                  stopped (does memory follow traffic, or stay at its high-water mark?)
-#   mid-1k         the same with ~3 KB signals (an SDP offer) and 2.5 s without traffic: the
+#   mid-1k         the same with ~3 KB signals (an SDP offer) and 3 s without traffic: the
 #                  server makes such buffers fresh once a client has been quiet for a second
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
@@ -263,7 +263,7 @@ for scenario in $SCENARIOS; do
         ;;
       mid-1k)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --payload 3000 --warmup 1 \
-          --duration "$DURATION" --settle 2.5
+          --duration "$DURATION" --settle 3
         ;;
       idle-10k)
         load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"

@@ -181,7 +181,7 @@ const ROWS: &[Row] = &[
     row("mid-1k", "server peak RSS (VmHWM)", "server_hwm_settled_kb", "KiB", Lower, Target::None, ""),
     row(
         "mid-1k",
-        "server RSS 2.5 s after traffic stopped",
+        "server RSS 3 s after traffic stopped",
         "server_rss_settled_kb",
         "KiB",
         Lower,
