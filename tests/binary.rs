@@ -1,5 +1,7 @@
 //! The real binary: command line, exit codes, and graceful shutdown on signals.
 
+mod common;
+
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -74,21 +76,11 @@ fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<libc::rlim_t>) -> Spawned
     Spawned { child, addr, log: lines }
 }
 
-/// A WebSocket client on `addr`. A blocking read with a timeout can fail with EINTR
-/// when this test process is stopped and resumed (signal(7)); once in many CI runs that
-/// hit a handshake, so it is done again then, on a new connection.
-fn connect_retrying_eintr(addr: &str, url: &str) -> tungstenite::WebSocket<TcpStream> {
-    let start = std::time::Instant::now();
-    loop {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-        match tungstenite::client(url, stream) {
-            Ok((ws, _)) => return ws,
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(err)))
-                if err.kind() == std::io::ErrorKind::Interrupted && start.elapsed() < PATIENCE => {}
-            Err(err) => panic!("WebSocket handshake with {url} failed: {err}"),
-        }
-    }
+/// A WebSocket client on `addr`, the handshake redone when a read is interrupted.
+fn connect(addr: &str, url: &str) -> tungstenite::WebSocket<TcpStream> {
+    let addr = addr.parse().expect("a socket address");
+    common::ws_handshake(addr, url)
+        .unwrap_or_else(|err| panic!("WebSocket handshake with {url} failed: {err}"))
 }
 
 fn signal(child: &Child, signal: libc::c_int) {
@@ -113,7 +105,7 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     let mut server = spawn(&[]);
     let mut clients: Vec<_> = (0..3)
         .map(|n| {
-            let mut ws = connect_retrying_eintr(&server.addr, &format!("ws://{}/", server.addr));
+            let mut ws = connect(&server.addr, &format!("ws://{}/", server.addr));
             ws.send(Message::text(format!(r#"["join","peer{n}","room"]"#))).expect("join");
             ws
         })
@@ -244,7 +236,7 @@ fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
     // clients. The connection limit is set far higher, so accept() itself runs out.
     let mut server = spawn_with_fd_limit(&["--max-connections", "1000"], Some(32));
     let url = format!("ws://{}/", server.addr);
-    let mut first = connect_retrying_eintr(&server.addr, &url);
+    let mut first = connect(&server.addr, &url);
     let mut hogs: Vec<TcpStream> =
         (0..60).map(|_| TcpStream::connect(&server.addr).expect("connect")).collect();
     // The first client is still served while the rest wait in the backlog.
@@ -253,7 +245,7 @@ fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
 
     // Free the descriptors: the server must pick up new clients again.
     hogs.clear();
-    let mut later = connect_retrying_eintr(&server.addr, &url);
+    let mut later = connect(&server.addr, &url);
     later.send(Message::text(r#"["ping"]"#)).expect("ping");
     assert_eq!(later.read().expect("pong").into_text().expect("text").as_str(), r#"["pong"]"#);
 
