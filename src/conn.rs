@@ -535,10 +535,7 @@ impl Conn {
             return false;
         }
         let Phase::Open(ws) = &mut self.phase else { return false };
-        // No whole frame waits in tungstenite, and no part of one or of a fragmented
-        // message: the bytes it was given end with a complete message.
-        let input_done = self.ws_wants_input && self.socket.handed.at_message_boundary();
-        if !input_done || !ws.can_write() {
+        if !may_renew(ws, self.ws_wants_input, &self.socket.handed) {
             return false;
         }
         **ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(*ws_config));
@@ -625,6 +622,14 @@ fn read_failure(err: WsError) -> ReadEnd {
         WsError::Protocol(_) => ReadEnd::Fail(CloseCode::Protocol, "protocol error"),
         _ => ReadEnd::Gone,
     }
+}
+
+/// True when a fresh context may take `ws`'s place after a flush that wrote everything:
+/// its last read ended for want of input (`wants_input`), so no whole frame waits in it,
+/// and the bytes it was given (`handed`) end with a complete message, so it holds no part
+/// of a frame or of a fragmented message either; and it is not closing.
+pub fn may_renew(ws: &WebSocketContext, wants_input: bool, handed: &FrameBoundaries) -> bool {
+    wants_input && handed.at_message_boundary() && ws.can_write()
 }
 
 /// The tungstenite settings for client connections: small buffers, bounded sizes.

@@ -90,7 +90,7 @@ pub struct Metrics {
     pub handshake_failures: u64,
     pub accept_errors: u64,
     pub probes_sent: u64,
-    /// Connections whose WebSocket buffers were swapped for small ones after a big message.
+    /// Connections whose WebSocket buffers were swapped for fresh small ones.
     pub buffers_released: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Client byte streams (frames of every kind, fragments, bad headers, garbage) arriving
 //! in arbitrary pieces, read by two tungstenite contexts side by side: one kept for the
 //! whole stream, the other replaced by a fresh one whenever the server would release its
-//! buffers (tungstenite's last read wanted input, and `FrameBoundaries` says the bytes
-//! handed to it end with a whole message).
+//! buffers (`conn::may_renew`: tungstenite's last read wanted input, and `FrameBoundaries`
+//! says the bytes handed to it end with a whole message).
 //!
 //! Checked: both read the same messages, write the same replies (pongs, close) and fail
 //! at the same point with the same error; so a release never drops or splits anything.
@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 
 use arbitrary::Arbitrary;
 use diva_signal::boundary::FrameBoundaries;
-use diva_signal::conn::websocket_config;
+use diva_signal::conn::{may_renew, websocket_config};
 use libfuzzer_sys::fuzz_target;
 use tungstenite::protocol::{Role, WebSocketContext};
 
@@ -166,7 +166,7 @@ impl<'a> Reader<'a> {
         if self.ws.flush(&mut self.socket).is_err() {
             return;
         }
-        if release && wants_input && self.socket.handed.at_message_boundary() && self.ws.can_write() {
+        if release && may_renew(&self.ws, wants_input, &self.socket.handed) {
             self.ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(config()));
             self.releases += 1;
         }
