@@ -7,9 +7,11 @@
 pub mod boundary;
 pub mod config;
 pub mod conn;
+pub mod fast_path;
 pub mod healthcheck;
 pub mod http;
 pub mod ident;
+pub mod json_text;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;

@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 
 use serde_json::value::RawValue;
 
+use crate::fast_path;
+use crate::json_text::needs_escape;
+
 /// One parsed client call. Strings borrow from the message where they can.
 #[derive(Debug, PartialEq)]
 pub enum Call<'a> {
@@ -147,6 +150,19 @@ pub fn parse_call(message: &[u8]) -> Result<Call<'_>, ParseError> {
 /// Parses one message already known to be text (a WebSocket text frame, whose UTF-8
 /// tungstenite has checked).
 pub fn parse_call_text(text: &str) -> Result<Call<'_>, ParseError> {
+    if let Some(signal) = fast_path::compact_signal(text) {
+        return Ok(Call::Signal {
+            from: Cow::Borrowed(signal.from),
+            to: Cow::Borrowed(signal.to),
+            data: RawJson(signal.data),
+        });
+    }
+    parse_call_general(text)
+}
+
+/// [`parse_call_text`] by serde_json alone, for any message: what it does when the fast
+/// path for compact signals declines. Public so that the fuzz target can compare the two.
+pub fn parse_call_general(text: &str) -> Result<Call<'_>, ParseError> {
     let items: CallItems<'_> = serde_json::from_str(text).map_err(|_| {
         // serde_json gives up at the first sign that this is no array (a `{`, or a number
         // too large for an f64) without reading on, so whether the message is JSON at
@@ -413,14 +429,10 @@ fn json_str_len(value: &str) -> usize {
 }
 
 /// True when no byte of `value` needs an escape, as for nearly every ident and room.
-/// Without an early exit the compiler checks many bytes per instruction; a byte-by-byte
-/// search cost more than all the rest of building a `signal` reply with long addresses.
+/// Without an early exit the compiler checks many bytes per instruction, which for
+/// addresses beats stopping at the first byte to escape.
 fn is_plain(value: &str) -> bool {
-    value.bytes().fold(true, |plain, byte| plain & !needs_escape(byte))
-}
-
-fn needs_escape(byte: u8) -> bool {
-    byte == b'"' || byte == b'\\' || byte < 0x20
+    !value.bytes().fold(false, |any, byte| any | needs_escape(byte))
 }
 
 /// JSON.stringify's two-character escapes; other control characters become `\u00XX`.
@@ -516,6 +528,25 @@ mod tests {
         assert_eq!(code(br#"["nope",1,2,3,4,5,6]"#), Err(("nope".into(), ErrorCode::UnknownCall)));
         assert_eq!(code(br#"["signal","a","b",1,2,3,4,5,oops]"#), Err((String::new(), ErrorCode::BadJson)));
         assert_eq!(code(br#"["join","a","r",1]"#), Err(("join".into(), ErrorCode::BadRequest)));
+    }
+
+    #[test]
+    fn compact_signals_read_the_same_with_or_without_the_fast_path() {
+        let sdp = r#"{"type":"offer","sdp":"v=0\r\no=- 46117 2 IN IP4 127.0.0.1\r\na=fingerprint:sha-256 1B:7E\r\n"}"#;
+        for data in [sdp, "null", "[1,-2.5e3,{\"a\":[]},\"\\u00e9\"]", "\"\"", "{ \"k\" : [ true , false ] }"]
+        {
+            let text = format!(r#"["signal","room:alice","room:bob",{data}]"#);
+            let call = parse_call_text(&text).expect("a valid signal");
+            assert_eq!(call, parse_call_general(&text).expect("a valid signal"));
+            let Call::Signal { data: read, .. } = call else { panic!("{call:?}") };
+            assert_eq!(read.get(), data);
+        }
+        // DATA that is not JSON: the fast path declines and serde_json says why.
+        for data in ["01", "[1,]", "{\"a\"}", "\"tab\there\"", "tru", "\"open"] {
+            let text = format!(r#"["signal","room:alice","room:bob",{data}]"#);
+            let err = parse_call_text(&text).expect_err(data);
+            assert_eq!((err.call.as_str(), err.code), ("", ErrorCode::BadJson), "{data}");
+        }
     }
 
     #[test]

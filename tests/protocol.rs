@@ -100,6 +100,8 @@ fn signal_data_is_forwarded_byte_exact() {
         r#"{"candidate":{"candidate":"candidate:1 1 udp 2122260223 10.0.0.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0,"nested":[1,[2,[3,{"x":null}]],true,-1.5e3]}}"#,
         "null",
         "[]",
+        r#""quote \" backslash \\ slash \/ controls \b\f\n\r\t and more than sixteen bytes""#,
+        r#"[0,-0,12.5e-3,1E+400,123456789012345678901234567890,true,false,{},{"":""}]"#,
     ] {
         alice.send(&format!(r#"["signal","{a}","{b}",{data}]"#));
         assert_eq!(bob.recv_text(), format!(r#"["signal","{b}","{a}",{data}]"#));
@@ -139,6 +141,11 @@ fn bad_input_keeps_the_connection_and_reaches_no_one() {
         ("[\"signal\", \"r:s\", 5, {}]", "bad-request"),
         ("[\"signal\", \"r:s\", \"r:nobody\", {}]", "unknown-peer"),
         ("[\"signal\", \"r:b\", \"r:s\", {}]", "not-owner"),
+        // Compact, as clients send signals, to a real peer, with DATA that is not JSON.
+        (r#"["signal","r:s","r:b",{"sdp":"v=0\r\n",}]"#, "bad-json"),
+        (r#"["signal","r:s","r:b",01]"#, "bad-json"),
+        ("[\"signal\",\"r:s\",\"r:b\",\"a raw\ttab\"]", "bad-json"),
+        (r#"["signal","r:s","r:b",[1,2]"#, "bad-json"),
     ] {
         let reply = sender.call(bad);
         assert_eq!(error_code(&reply), code, "for {bad}: {reply}");

@@ -1,7 +1,8 @@
 //! Arbitrary bytes as one client message into `protocol::parse_call`, and every kind
 //! of `Reply` built from fuzzed strings through `Reply::to_json`.
 //!
-//! Checked: parsing never panics; an accepted call says what a plain JSON parser reads
+//! Checked: parsing never panics; the fast path for compact signals, wherever it answers,
+//! gives what serde_json alone gives; an accepted call says what a plain JSON parser reads
 //! in the same message (names, strings, the signal data byte for byte); a refusal has
 //! a code that fits the message, and its `error` reply is valid JSON; every reply's
 //! JSON parses back to the values it was built from, with strings escaped exactly as
@@ -12,7 +13,8 @@
 use std::borrow::Cow;
 
 use arbitrary::{Arbitrary, Unstructured};
-use diva_signal::protocol::{Call, ErrorCode, ParseError, RawJson, Reply, parse_call};
+use diva_signal::fast_path;
+use diva_signal::protocol::{Call, ErrorCode, ParseError, RawJson, Reply, parse_call, parse_call_general};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -21,6 +23,9 @@ const KNOWN_CALLS: [&str; 5] = ["ident", "ping", "join", "signal", "leave"];
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_call(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_fast_path(text);
+    }
     match &parsed {
         Ok(call) => check_call(data, call),
         Err(err) => check_refusal(data, err),
@@ -36,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let candidate = String::arbitrary(&mut u).unwrap_or_default();
     // Signal data from the message itself, else from a fuzzed string sent as data.
     let message = format!(r#"["signal","r:a","r:b",{candidate}]"#);
+    check_fast_path(&message);
     let sent = parse_call(message.as_bytes());
     if let Ok(call) = &sent {
         assert!(matches!(call, Call::Signal { .. }), "a signal message parsed as {call:?}");
@@ -49,6 +55,17 @@ fuzz_target!(|data: &[u8]| {
         check_replies(a, b, !flag, code, None);
     }
 });
+
+/// Where the fast path takes a message, serde_json takes it too and reads the same call.
+fn check_fast_path(text: &str) {
+    let Some(fast) = fast_path::compact_signal(text) else { return };
+    match parse_call_general(text) {
+        Ok(Call::Signal { from, to, data }) => {
+            assert_eq!((fast.from, fast.to, fast.data), (from.as_ref(), to.as_ref(), data.get()));
+        }
+        other => panic!("the fast path took {text:?} as {fast:?}; serde_json: {other:?}"),
+    }
+}
 
 /// An accepted call agrees with what serde_json reads in the message.
 fn check_call(message: &[u8], call: &Call<'_>) {
