@@ -76,6 +76,9 @@ cross-pi:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	# fuzz/ and bench/ are workspaces of their own: formatting only (their builds are slower).
+	cd fuzz && $(CARGO) fmt --all -- --check
+	cd bench && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: lint

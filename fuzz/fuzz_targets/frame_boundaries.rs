@@ -131,7 +131,13 @@ impl<'a> Reader<'a> {
     fn new(stream: &'a [u8]) -> Self {
         Reader {
             ws: WebSocketContext::new(Role::Server, Some(config())),
-            socket: Socket { stream, read: 0, arrived: 0, written: Vec::new(), handed: FrameBoundaries::default() },
+            socket: Socket {
+                stream,
+                read: 0,
+                arrived: 0,
+                written: Vec::new(),
+                handed: FrameBoundaries::default(),
+            },
             events: Vec::new(),
             failed: false,
             releases: 0,
