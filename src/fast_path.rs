@@ -21,6 +21,8 @@ pub struct SignalParts<'a> {
 
 /// Containers nested in DATA beyond this are left to serde_json (whose limit is 128).
 pub const MAX_DEPTH: u32 = 32;
+// json_value_len keeps one bit per open container in a u64: deeper would lose bits silently.
+const _: () = assert!(MAX_DEPTH <= u64::BITS);
 
 /// `text` as a compact `signal` call, or `None` when serde_json should decide.
 pub fn compact_signal(text: &str) -> Option<SignalParts<'_>> {
