@@ -121,6 +121,8 @@ pub struct Conn {
     pub strikes: u32,
     /// Output is queued and the connection is on the server's flush list.
     pub flush_queued: bool,
+    /// The connection is on the server's read list: one turn per round at most.
+    pub read_queued: bool,
     /// Closed and released; leaves the slab at the end of the round.
     pub finished: bool,
     /// Why the connection is closing, once it is.
@@ -174,6 +176,19 @@ enum InboxEntry {
     Text(std::ops::Range<usize>),
     /// A binary frame that is not UTF-8, so no JSON call.
     NotUtf8,
+    /// A ping or pong from the client: no call, but it costs the loop as much as one.
+    Control,
+}
+
+/// One message of a connection's turn, as the server handles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A text frame, or a binary frame holding UTF-8 text.
+    Text(&'a str),
+    /// A binary frame that is not UTF-8.
+    NotUtf8,
+    /// A ping or pong frame (tungstenite has already answered a ping).
+    Control,
 }
 
 impl Inbox {
@@ -198,11 +213,12 @@ impl Inbox {
         self.entries.is_empty()
     }
 
-    /// Message `index`: its text, or `None` for a binary frame that is not UTF-8.
-    pub fn get(&self, index: usize) -> Option<Option<&str>> {
+    /// Message `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<Incoming<'_>> {
         match self.entries.get(index)? {
-            InboxEntry::Text(range) => Some(self.text.get(range.clone())),
-            InboxEntry::NotUtf8 => Some(None),
+            InboxEntry::Text(range) => self.text.get(range.clone()).map(Incoming::Text),
+            InboxEntry::NotUtf8 => Some(Incoming::NotUtf8),
+            InboxEntry::Control => Some(Incoming::Control),
         }
     }
 
@@ -345,6 +361,7 @@ impl Conn {
             rate,
             strikes: 0,
             flush_queued: false,
+            read_queued: false,
             finished: false,
             close_reason: CloseReason::Client,
             ws_wants_input: false,
@@ -441,7 +458,8 @@ impl Conn {
                     match &message {
                         Message::Text(text) => inbox.push_text(text.as_str()),
                         Message::Binary(bytes) => inbox.push_binary(bytes),
-                        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+                        Message::Ping(_) | Message::Pong(_) => inbox.entries.push(InboxEntry::Control),
+                        Message::Close(_) | Message::Frame(_) => {}
                     }
                 }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
@@ -551,6 +569,9 @@ impl Conn {
         match previous {
             Phase::Open(mut ws) => {
                 let frame = CloseFrame { code, reason: reason.into() };
+                // A pong tungstenite still owes goes into the buffer now: close() would
+                // queue it behind the close frame, and nothing may follow that.
+                let _ = ws.flush(&mut self.socket);
                 // close() queues the frame even when the socket would block.
                 let _ = ws.close(&mut self.socket, Some(frame));
                 self.phase = Phase::Closing { ws, deadline: Instant::now() + CLOSE_GRACE };

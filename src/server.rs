@@ -21,7 +21,9 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
-use crate::conn::{self, AfterReply, Conn, HeadRead, Inbox, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
+use crate::conn::{
+    self, AfterReply, Conn, HeadRead, Inbox, Incoming, Phase, ReadAhead, ReadEnd, SendError, WriteEnd,
+};
 use crate::http::{self, Answer, Request, Status};
 use crate::metrics::{CloseReason, Metrics};
 use crate::protocol::{self, ErrorCode, Reply};
@@ -202,9 +204,6 @@ impl Server {
             if !events.is_empty() {
                 last_event = now;
             }
-            for key in std::mem::take(&mut self.to_read) {
-                self.on_readable(key, now);
-            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -216,14 +215,22 @@ impl Server {
                                 conn.socket.trust_short_reads = false;
                             }
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key, now);
-                        }
                         if event.is_writable() || event.is_write_closed() {
                             self.on_writable(key, now);
                         }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.queue_read(key);
+                        }
                     }
                 }
+            }
+            // One turn each, whether a connection got an event, was left over from the last
+            // round, or both: a client that keeps its socket full gets no more than others.
+            for key in std::mem::take(&mut self.to_read) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.read_queued = false;
+                }
+                self.on_readable(key, now);
             }
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
@@ -255,6 +262,9 @@ impl Server {
         let mut wake = self.next_sweep;
         if let Some(until) = self.accept_paused_until {
             wake = wake.min(until);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            wake = wake.min(deadline);
         }
         wake.saturating_duration_since(now)
     }
@@ -345,7 +355,7 @@ impl Server {
             Phase::WritingReply { .. } => {}
             Phase::Closing { .. } | Phase::Lingering { .. } => match conn.discard_input() {
                 ReadEnd::Drained => {}
-                ReadEnd::MoreLeft => self.to_read.push(key),
+                ReadEnd::MoreLeft => self.queue_read(key),
                 ReadEnd::Gone | ReadEnd::Fail(..) => {
                     let reason = conn.close_reason;
                     self.finish(key, reason);
@@ -513,7 +523,7 @@ impl Server {
         }
         match end {
             ReadEnd::Drained => {}
-            ReadEnd::MoreLeft => self.to_read.push(key),
+            ReadEnd::MoreLeft => self.queue_read(key),
             ReadEnd::Gone => self.finish(key, CloseReason::Client),
             ReadEnd::Fail(code, why) => {
                 debug!("connection {key}: {why}; closing with {}", u16::from(code));
@@ -524,8 +534,9 @@ impl Server {
         }
     }
 
-    /// Handles one message: its text, or `None` for a binary frame that is not UTF-8.
-    fn handle_message(&mut self, key: ConnId, message: Option<&str>, now: Instant) {
+    /// Handles one message. Every kind, control frames included, is paid for from the
+    /// connection's rate: a flood of pings costs the loop as much as a flood of calls.
+    fn handle_message(&mut self, key: ConnId, message: Incoming<'_>, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
             conn.strikes += 1;
@@ -533,16 +544,21 @@ impl Server {
                 debug!("connection {key}: kept sending over the rate limit; closing");
                 return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
             }
+            if message == Incoming::Control {
+                // Nothing to answer a control frame with; the strike is the whole cost.
+                return;
+            }
             self.metrics.count_call(None);
             let reply = Reply::Error { call: "", code: ErrorCode::RateLimited, detail: "slow down" };
             self.effects.push_back(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
         } else {
             conn.strikes = 0;
-            let mut effects = std::mem::take(&mut self.room_effects);
             let parsed = match message {
-                Some(text) => protocol::parse_call_text(text),
-                None => Err(protocol::ParseError::not_utf8()),
+                Incoming::Text(text) => protocol::parse_call_text(text),
+                Incoming::NotUtf8 => Err(protocol::ParseError::not_utf8()),
+                Incoming::Control => return,
             };
+            let mut effects = std::mem::take(&mut self.room_effects);
             match parsed {
                 Ok(call) => {
                     self.metrics.count_call(Some(call.name()));
@@ -588,6 +604,16 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+
+    /// Gives `key` a read turn this round (or the next, when called during the reads).
+    fn queue_read(&mut self, key: ConnId) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.read_queued
+        {
+            conn.read_queued = true;
+            self.to_read.push(key);
         }
     }
 
