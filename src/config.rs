@@ -26,8 +26,13 @@ pub struct Config {
     pub rate_per_sec: u32,
     /// Messages one connection may send in a burst above the sustained rate.
     pub rate_burst: u32,
-    /// Bytes queued for one client before it counts as not reading and is dropped.
+    /// Bytes queued for one client past which signals to it are refused (`peer-busy`).
     pub max_outbound: usize,
+    /// Bytes queued for all clients together past which signals are refused and clients
+    /// whose sockets take nothing are dropped first.
+    pub max_outbound_total: usize,
+    /// Time a client's socket may take no bytes while output waits before it is dropped.
+    pub stall_timeout: Duration,
     /// Time a client has to send its complete request head.
     pub handshake_timeout: Duration,
     /// Quiet time after which the server pings a client.
@@ -111,6 +116,8 @@ impl Default for Config {
             rate_per_sec: 100,
             rate_burst: 500,
             max_outbound: 1024 * 1024,
+            max_outbound_total: 64 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
@@ -245,8 +252,24 @@ const SETTINGS: &[Setting] = &[
         flag: "--max-outbound",
         env: "MAX_OUTBOUND_BUFFER",
         default: "1MiB",
-        help: "bytes queued for a client that does not read before it is dropped",
+        help: "bytes queued for one client past which signals to it are refused (peer-busy)",
         apply: |c, v| size_into(&mut c.max_outbound, v, 64 * 1024, 1024 * 1024 * 1024),
+    },
+    Setting {
+        switch: false,
+        flag: "--max-outbound-total",
+        env: "MAX_OUTBOUND_TOTAL",
+        default: "64MiB",
+        help: "bytes queued for all clients together: past it signals are refused, stalled clients dropped",
+        apply: |c, v| size_into(&mut c.max_outbound_total, v, 1024 * 1024, usize::MAX),
+    },
+    Setting {
+        switch: false,
+        flag: "--stall-timeout",
+        env: "STALL_TIMEOUT",
+        default: "15",
+        help: "seconds a client's socket may take no bytes while output waits before it is dropped",
+        apply: |c, v| seconds_into(&mut c.stall_timeout, v),
     },
     Setting {
         switch: false,

@@ -14,6 +14,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
+use crate::backlog::{self, Backlog, QueueLimits, Refusal};
 use crate::boundary::FrameBoundaries;
 use crate::http::{self, HeadStatus, Request};
 use crate::metrics::CloseReason;
@@ -32,6 +33,9 @@ const BIG_MESSAGE: u64 = 4 * 1024;
 /// buffers beyond their fresh size; they are made fresh again once the client has been
 /// quiet for a while (see [`Conn::request_shrink`]), which costs nothing while it is busy.
 const GROWN: u32 = 512;
+
+/// The WebSocket buffer's hard limit, as a multiple of `--max-outbound`.
+const OUTBOUND_HARD_FACTOR: usize = 4;
 
 /// How long a closing connection may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -99,8 +103,12 @@ pub enum WriteEnd {
 /// Why a message could not be queued.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendError {
-    /// The client does not read: its outbound buffer is full.
+    /// Past every allowance: the client's outbound buffer is full even for the server's
+    /// own messages.
     Overflow,
+    /// A relayed message does not fit: the client's queue is full, or its sender already
+    /// holds its share of it. The client is not at fault; the sender may try again later.
+    Busy(Refusal),
     /// The connection is not open for messages (handshake, closing or failed).
     NotOpen,
 }
@@ -113,8 +121,8 @@ pub struct Conn {
     pub last_heard: Instant,
     /// A keep-alive ping went out since `last_heard`.
     pub pinged: bool,
-    /// The client must answer a ping by then or be dropped (someone wants its address).
-    pub probe_deadline: Option<Instant>,
+    /// Whether someone asked for an address of this client and it must show it is alive.
+    pub probe: Probe,
     /// Paces the messages this client may send.
     pub rate: TokenBucket,
     /// Messages refused in a row for going over the rate.
@@ -137,6 +145,28 @@ pub struct Conn {
     shrink_requested: bool,
     /// Bytes of messages queued since the last flush that wrote everything.
     queued_since_flush: u32,
+    /// Output queued and not yet taken by the socket, and who queued it.
+    backlog: Backlog,
+    /// The last flush left output waiting for the socket.
+    output_blocked: bool,
+    /// While output waits: since when the socket has taken no bytes, and its byte count then.
+    stalled_since: Option<(Instant, u64)>,
+}
+
+/// A liveness probe: someone asked for an address this client holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Idle,
+    /// The ping is queued behind other output; the probe's time starts once the socket
+    /// has taken bytes up to `ends_at`, so a client that reads slowly is not timed for
+    /// the backlog others sent it.
+    Queued {
+        ends_at: u64,
+    },
+    /// The ping reached the socket: the client must answer by `deadline`.
+    Sent {
+        deadline: Instant,
+    },
 }
 
 /// One loop-wide buffer that a connection's input is read into with one system call;
@@ -357,7 +387,7 @@ impl Conn {
             phase: Phase::ReadingHead { buf: Vec::new(), searched: 0, deadline: now + handshake_timeout },
             last_heard: now,
             pinged: false,
-            probe_deadline: None,
+            probe: Probe::Idle,
             rate,
             strikes: 0,
             flush_queued: false,
@@ -369,6 +399,9 @@ impl Conn {
             grown_buffers: false,
             shrink_requested: false,
             queued_since_flush: 0,
+            backlog: Backlog::default(),
+            output_blocked: false,
+            stalled_since: None,
         }
     }
 
@@ -427,6 +460,7 @@ impl Conn {
                 self.socket.handed.feed(&leftover);
                 let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(*ws_config));
                 self.phase = Phase::Open(Box::new(ws));
+                self.backlog = Backlog::starting_at(self.socket.bytes_written);
                 WriteEnd::Done
             }
             _ => self.linger(),
@@ -452,7 +486,7 @@ impl Conn {
                     self.ws_wants_input = false;
                     self.last_heard = now;
                     self.pinged = false;
-                    self.probe_deadline = None;
+                    self.probe = Probe::Idle;
                     // Copied out and dropped at once: the message shares tungstenite's read
                     // buffer, which can then be reused in place instead of reallocated.
                     match &message {
@@ -484,26 +518,99 @@ impl Conn {
     }
 
     /// Queues one text message. It goes out on the next [`Conn::flush`] (or sooner
-    /// when much is queued).
-    pub fn send(&mut self, text: String) -> Result<(), SendError> {
+    /// when much is queued). A message relayed from another client (`relayed`: its
+    /// sender and the limits) is queued only while it fits; the server's own messages
+    /// always are, up to the hard limit of the WebSocket buffer.
+    pub fn send(&mut self, text: String, relayed: Option<(usize, QueueLimits)>) -> Result<(), SendError> {
         let Phase::Open(ws) = &mut self.phase else { return Err(SendError::NotOpen) };
+        let wire_len = backlog::frame_len(text.len());
+        if let Some((sender, limits)) = relayed {
+            self.backlog.admits(sender, wire_len, limits).map_err(SendError::Busy)?;
+        }
         self.big_buffers |= text.len() as u64 > BIG_MESSAGE;
         let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
         self.queued_since_flush = self.queued_since_flush.saturating_add(len);
         self.grown_buffers |= self.queued_since_flush > GROWN;
         match ws.write(&mut self.socket, Message::text(text)) {
-            Ok(()) => Ok(()),
-            // The frame is queued; the rest waits for WRITABLE.
-            Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => Ok(()),
-            Err(WsError::WriteBufferFull(_)) => Err(SendError::Overflow),
-            Err(_) => Err(SendError::NotOpen),
+            // Queued (and perhaps partly written already); the rest waits for WRITABLE.
+            Ok(()) => {}
+            Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(WsError::WriteBufferFull(_)) => return Err(SendError::Overflow),
+            Err(_) => return Err(SendError::NotOpen),
+        }
+        match relayed {
+            Some((sender, _)) => self.backlog.queued_relay(sender, wire_len),
+            None => {
+                self.backlog.queued(wire_len);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a WebSocket ping (keep-alive or liveness probe); the position just past it.
+    pub fn ping(&mut self) -> Option<u64> {
+        let Phase::Open(ws) = &mut self.phase else { return None };
+        match ws.write(&mut self.socket, Message::Ping(Bytes::new())) {
+            Ok(()) => {}
+            Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        Some(self.backlog.queued(backlog::frame_len(0)))
+    }
+
+    /// Starts a liveness probe unless one is under way: true when it did.
+    pub fn start_probe(&mut self) -> bool {
+        if self.probe != Probe::Idle {
+            return false;
+        }
+        match self.ping() {
+            Some(ends_at) => {
+                self.probe = Probe::Queued { ends_at };
+                true
+            }
+            None => false,
         }
     }
 
-    /// Queues a WebSocket ping (keep-alive or liveness probe).
-    pub fn ping(&mut self) {
-        if let Phase::Open(ws) = &mut self.phase {
-            let _ = ws.write(&mut self.socket, Message::Ping(Bytes::new()));
+    /// Starts the probe's clock once its ping has reached the socket.
+    pub fn time_probe(&mut self, now: Instant, timeout: Duration) {
+        if let Probe::Queued { ends_at } = self.probe
+            && (self.socket.bytes_written >= ends_at || !self.output_blocked)
+        {
+            self.probe = Probe::Sent { deadline: now + timeout };
+        }
+    }
+
+    /// True when a probe's ping reached the client and went unanswered past its deadline.
+    pub fn probe_expired(&self, now: Instant) -> bool {
+        matches!(self.probe, Probe::Sent { deadline } if now >= deadline)
+    }
+
+    /// Bytes queued for the client that its socket has not taken yet.
+    pub fn pending_output(&self) -> u64 {
+        if self.is_open() { self.backlog.pending() } else { 0 }
+    }
+
+    /// Forgets queued output of a finished connection, whose memory goes with it.
+    pub fn forget_output(&mut self) {
+        self.backlog = Backlog::default();
+        self.output_blocked = false;
+    }
+
+    /// How long output has waited with the socket taking no bytes, as of `now`; called from
+    /// the periodic sweep, which is what notices progress.
+    pub fn stalled_for(&mut self, now: Instant) -> Duration {
+        if !self.output_blocked || !self.is_open() {
+            self.stalled_since = None;
+            return Duration::ZERO;
+        }
+        let written = self.socket.bytes_written;
+        match self.stalled_since {
+            Some((since, at)) if at == written => now.saturating_duration_since(since),
+            _ => {
+                self.stalled_since = Some((now, written));
+                Duration::ZERO
+            }
         }
     }
 
@@ -515,9 +622,15 @@ impl Conn {
             Phase::Open(ws) => match ws.flush(&mut self.socket) {
                 Ok(()) => {
                     self.queued_since_flush = 0;
+                    self.output_blocked = false;
+                    self.backlog.all_written(self.socket.bytes_written);
                     WriteEnd::Done
                 }
-                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
+                Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => {
+                    self.output_blocked = true;
+                    self.backlog.written_up_to(self.socket.bytes_written);
+                    WriteEnd::Blocked
+                }
                 Err(_) => WriteEnd::Gone,
             },
             Phase::Closing { ws, .. } => match ws.flush(&mut self.socket) {
@@ -665,10 +778,42 @@ pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSock
         .read_buffer_size(256)
         // Small writes collect here and go out together when the server flushes.
         .write_buffer_size(write_batch)
-        .max_write_buffer_size(max_outbound.max(write_batch + 1))
+        // Relayed signals stop at max_outbound (they are refused, see Backlog); the
+        // server's own replies and notices keep the room state right and may go past it,
+        // to this hard limit, past which the client is dropped as not reading.
+        .max_write_buffer_size(max_outbound.saturating_mul(OUTBOUND_HARD_FACTOR).max(write_batch + 1))
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }
+
+/// Unsent bytes the kernel may hold for one client beyond what is in flight.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNSENT_LOW_WATER: libc::c_int = 64 * 1024;
+
+/// Keeps the kernel from taking more for a client than it can soon send. Without this,
+/// Linux grows a socket's send buffer to megabytes (4 MiB on loopback) even for a client
+/// that reads 150 KB/s: output would leave the server's queue, where queue limits and
+/// per-sender shares apply, long before the client gets it, and a liveness ping that
+/// "reached the socket" could still be seconds away from it. Bytes in flight are not
+/// limited, so fast links keep their speed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn keep_unsent_small(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let value = UNSENT_LOW_WATER;
+    // SAFETY: setsockopt on a socket we own, with a c_int that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn keep_unsent_small(_stream: &TcpStream) {}
 
 /// True for errors after which retrying accept() later can succeed.
 pub fn is_resource_exhaustion(err: &io::Error) -> bool {

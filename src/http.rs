@@ -310,7 +310,7 @@ mod tests {
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
 
-    const STATS: Stats = Stats { connections: 3, rooms: 2, addresses: 5 };
+    const STATS: Stats = Stats { connections: 3, rooms: 2, addresses: 5, queued_output: 0 };
 
     fn parse(buf: &[u8]) -> HeadStatus {
         parse_head(buf, &mut 0)

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub probes_sent: u64,
     /// Connections whose WebSocket buffers were swapped for fresh small ones.
     pub buffers_released: u64,
+    /// Stalled clients dropped because queued output reached the server-wide bound.
+    pub pressure_drops: u64,
 }
 
 impl Metrics {
@@ -142,6 +144,12 @@ impl Metrics {
         family("connections_open", "gauge", "Open client connections.", &one(gauge(stats.connections)));
         family("rooms", "gauge", "Rooms with at least one member.", &one(gauge(stats.rooms)));
         family("addresses", "gauge", "Addresses (room:ident) held.", &one(gauge(stats.addresses)));
+        family(
+            "outbound_queued_bytes",
+            "gauge",
+            "Bytes queued for all clients and not yet taken by their sockets.",
+            &one(stats.queued_output),
+        );
         family(
             "connections_accepted_total",
             "counter",
@@ -228,6 +236,12 @@ impl Metrics {
             "Connections given fresh small WebSocket buffers: after a message over 4 KiB, or quiet for a second after more than 512 bytes.",
             &one(self.buffers_released),
         );
+        family(
+            "pressure_drops_total",
+            "counter",
+            "Stalled clients dropped because queued output reached --max-outbound-total.",
+            &one(self.pressure_drops),
+        );
         out
     }
 }
@@ -247,7 +261,10 @@ mod tests {
         metrics.count_call(None);
         metrics.count_sent(ReplyKind::Error(ErrorCode::Taken));
         metrics.count_close(CloseReason::Idle);
-        let text = metrics.render(Stats { connections: 2, rooms: 1, addresses: 3 }, Duration::from_secs(7));
+        let text = metrics.render(
+            Stats { connections: 2, rooms: 1, addresses: 3, queued_output: 0 },
+            Duration::from_secs(7),
+        );
         let mut typed = std::collections::HashMap::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

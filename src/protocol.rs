@@ -73,6 +73,10 @@ pub enum ErrorCode {
     NotOwner,
     /// No connection holds the address named as recipient.
     UnknownPeer,
+    /// `signal` between addresses of different rooms.
+    OtherRoom,
+    /// `signal` to a client whose queue is full, or holds all this sender may queue for it.
+    PeerBusy,
     /// A message over the size limit.
     TooLarge,
     /// A per-connection or per-room limit is reached.
@@ -85,7 +89,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownCall,
@@ -93,6 +97,8 @@ impl ErrorCode {
         ErrorCode::AlreadyJoined,
         ErrorCode::NotOwner,
         ErrorCode::UnknownPeer,
+        ErrorCode::OtherRoom,
+        ErrorCode::PeerBusy,
         ErrorCode::TooLarge,
         ErrorCode::Limit,
         ErrorCode::RateLimited,
@@ -108,6 +114,8 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already-joined",
             ErrorCode::NotOwner => "not-owner",
             ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::OtherRoom => "other-room",
+            ErrorCode::PeerBusy => "peer-busy",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Limit => "limit",
             ErrorCode::RateLimited => "rate-limited",
@@ -560,6 +568,8 @@ mod tests {
             | ErrorCode::AlreadyJoined
             | ErrorCode::NotOwner
             | ErrorCode::UnknownPeer
+            | ErrorCode::OtherRoom
+            | ErrorCode::PeerBusy
             | ErrorCode::TooLarge
             | ErrorCode::Limit
             | ErrorCode::RateLimited

@@ -13,8 +13,9 @@ pub type ConnId = usize;
 /// What the room table asks the server to do.
 #[derive(Debug, PartialEq)]
 pub enum Effect {
-    /// Send this JSON text to the connection.
-    Send { to: ConnId, text: String, kind: ReplyKind },
+    /// Send this JSON text to the connection. `relayed_from` names the client whose
+    /// `signal` this is; `None` for the server's own replies and notices.
+    Send { to: ConnId, text: String, kind: ReplyKind, relayed_from: Option<ConnId> },
     /// Someone asked for an address this connection holds: check that it is still alive.
     Probe { holder: ConnId },
 }
@@ -106,8 +107,26 @@ impl Rooms {
                 if self.holder(from) != Some(conn) {
                     return refuse(out, conn, call, ErrorCode::NotOwner, NOT_OWNER);
                 }
+                // Peers learn addresses only from `stun`, which pairs members of one room,
+                // so a signal across rooms is never one a client needs.
+                let from_room = from.split_once(':').map(|(room, _)| room);
+                match to.split_once(':') {
+                    Some((room, _)) if Some(room) != from_room => {
+                        return refuse(out, conn, call, ErrorCode::OtherRoom, OTHER_ROOM);
+                    }
+                    _ => {}
+                }
                 match self.holder(to) {
-                    Some(peer) => send(out, peer, Reply::Signal { to, from, data: *data }),
+                    Some(peer) => {
+                        let reply = Reply::Signal { to, from, data: *data };
+                        let kind = reply.kind();
+                        out.push(Effect::Send {
+                            to: peer,
+                            text: reply.to_json(),
+                            kind,
+                            relayed_from: Some(conn),
+                        });
+                    }
                     None => refuse(out, conn, call, ErrorCode::UnknownPeer, UNKNOWN_PEER),
                 }
             }
@@ -220,11 +239,12 @@ enum Notify {
 
 const NOT_OWNER: &str = "this connection has not joined that address";
 const UNKNOWN_PEER: &str = "no peer holds that address";
+const OTHER_ROOM: &str = "signals go only between addresses of one room";
 const ALREADY_JOINED: &str = "this connection already holds that address";
 const TAKEN: &str = "another connection holds that address";
 
 fn send(out: &mut Vec<Effect>, to: ConnId, reply: Reply<'_>) {
-    out.push(Effect::Send { to, text: reply.to_json(), kind: reply.kind() });
+    out.push(Effect::Send { to, text: reply.to_json(), kind: reply.kind(), relayed_from: None });
 }
 
 fn refuse(out: &mut Vec<Effect>, conn: ConnId, call: &Call<'_>, code: ErrorCode, detail: &str) {
@@ -384,7 +404,12 @@ mod tests {
         rooms.disconnect(1, &mut out);
         assert_eq!(
             out,
-            [Effect::Send { to: 2, text: r#"["leave","r:b","r:a"]"#.into(), kind: ReplyKind::Leave }]
+            [Effect::Send {
+                to: 2,
+                text: r#"["leave","r:b","r:a"]"#.into(),
+                kind: ReplyKind::Leave,
+                relayed_from: None
+            }]
         );
         assert_eq!(rooms.holder("r:a"), None);
         assert_eq!(rooms.holder("s:a"), None);

@@ -20,6 +20,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
     self, AfterReply, Conn, HeadRead, Inbox, Incoming, Phase, ReadAhead, ReadEnd, SendError, WriteEnd,
@@ -49,6 +50,8 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 const FD_HEADROOM: u64 = 32;
 /// A client quiet this long after traffic that grew its WebSocket buffers gets fresh ones.
 const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
+/// Under memory pressure, clients whose sockets took nothing for this long are dropped first.
+const STALLED_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 /// At most this often, the allocator is asked to give free memory back (0.1 ms each with
 /// 18,000 connections).
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,6 +62,8 @@ pub struct Stats {
     pub connections: usize,
     pub rooms: usize,
     pub addresses: usize,
+    /// Bytes queued for all clients and not yet taken by their sockets.
+    pub queued_output: u64,
 }
 
 /// Asks a running server to shut down, from any thread or a signal handler.
@@ -111,6 +116,13 @@ pub struct Server {
     released_since_trim: bool,
     /// Not before then again: a stream of big messages releases buffers all the time.
     next_trim: Instant,
+    /// Bytes queued for all open connections and not yet taken by their sockets: the sum
+    /// of their [`Conn::pending_output`], kept in step by [`Server::with_output`].
+    outbound_total: u64,
+    /// What relayed signals may take of one client's queue.
+    queue_limits: QueueLimits,
+    /// Connections that were still open when the shutdown's grace period ran out.
+    dropped_at_shutdown: usize,
 }
 
 impl Server {
@@ -133,6 +145,7 @@ impl Server {
         poll.registry().register(&mut shutdown_rx, SHUTDOWN, Interest::READABLE)?;
         let max_connections = config.max_connections.unwrap_or_else(default_max_connections);
         let ws_config = conn::websocket_config(config.max_message_size, config.max_outbound);
+        let queue_limits = QueueLimits::new(config.max_outbound as u64);
         let now = Instant::now();
         Ok(Server {
             poll,
@@ -160,6 +173,9 @@ impl Server {
             next_sweep: now,
             released_since_trim: false,
             next_trim: now,
+            outbound_total: 0,
+            queue_limits,
+            dropped_at_shutdown: 0,
         })
     }
 
@@ -182,6 +198,7 @@ impl Server {
             connections: self.conns.len(),
             rooms: self.rooms.room_count(),
             addresses: self.rooms.address_count(),
+            queued_output: self.outbound_total,
         }
     }
 
@@ -249,7 +266,8 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline
                 && (self.conns.is_empty() || now >= deadline)
             {
-                info!("shut down; {} connection(s) still open were dropped", self.conns.len());
+                let dropped = self.dropped_at_shutdown + self.conns.len();
+                info!("shut down; {dropped} connection(s) that did not finish closing were dropped");
                 return Ok(());
             }
         }
@@ -320,6 +338,7 @@ impl Server {
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         // Signaling is small messages that want to go out at once.
         let _ = stream.set_nodelay(true);
+        conn::keep_unsent_small(&stream);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(err) =
@@ -370,7 +389,16 @@ impl Server {
             return;
         }
         let was_open = conn.is_open();
-        let end = conn.flush(&self.ws_config);
+        let ws_config = self.ws_config;
+        let probe_timeout = self.config.probe_timeout;
+        let Some(end) = self.with_output(key, |conn| {
+            let end = conn.flush(&ws_config);
+            conn.time_probe(now, probe_timeout);
+            end
+        }) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(key) else { return };
         match end {
             WriteEnd::Gone => {
                 let reason = if was_open { CloseReason::Error } else { conn.close_reason };
@@ -550,7 +578,12 @@ impl Server {
             }
             self.metrics.count_call(None);
             let reply = Reply::Error { call: "", code: ErrorCode::RateLimited, detail: "slow down" };
-            self.effects.push_back(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
+            self.effects.push_back(Effect::Send {
+                to: key,
+                text: reply.to_json(),
+                kind: reply.kind(),
+                relayed_from: None,
+            });
         } else {
             conn.strikes = 0;
             let parsed = match message {
@@ -567,27 +600,47 @@ impl Server {
                 Err(err) => {
                     self.metrics.count_call(None);
                     let reply = err.reply();
-                    effects.push(Effect::Send { to: key, text: reply.to_json(), kind: reply.kind() });
+                    effects.push(Effect::Send {
+                        to: key,
+                        text: reply.to_json(),
+                        kind: reply.kind(),
+                        relayed_from: None,
+                    });
                 }
             }
             self.effects.extend(effects.drain(..));
             self.room_effects = effects;
         }
-        self.apply_effects(now);
+        self.apply_effects();
     }
 
     /// Carries out queued effects, including any that closing a connection adds.
-    fn apply_effects(&mut self, now: Instant) {
+    fn apply_effects(&mut self) {
         while let Some(effect) = self.effects.pop_front() {
             match effect {
-                Effect::Send { to, text, kind } => {
-                    let Some(conn) = self.conns.get_mut(to) else { continue };
-                    match conn.send(text) {
+                Effect::Send { to, text, kind, relayed_from } => {
+                    let relayed = relayed_from.map(|sender| (sender, self.queue_limits));
+                    let result = if relayed.is_some() && self.outbound_full(text.len()) {
+                        // Memory for queued output is spent: signals wait; replies and
+                        // notices, which keep the room state right, still go.
+                        Err(SendError::Busy(Refusal::QueueFull))
+                    } else {
+                        match self.with_output(to, |conn| conn.send(text, relayed)) {
+                            Some(result) => result,
+                            None => continue,
+                        }
+                    };
+                    match result {
                         Ok(()) => {
                             self.metrics.count_sent(kind);
                             self.queue_flush(to);
                         }
                         Err(SendError::NotOpen) => {}
+                        Err(SendError::Busy(refusal)) => {
+                            if let Some(sender) = relayed_from {
+                                self.refuse_busy_signal(sender, refusal);
+                            }
+                        }
                         Err(SendError::Overflow) => {
                             debug!("connection {to}: does not read its messages; closing");
                             self.close(to, CloseCode::Policy, "not reading", CloseReason::NotReading);
@@ -595,16 +648,42 @@ impl Server {
                     }
                 }
                 Effect::Probe { holder } => {
-                    let Some(conn) = self.conns.get_mut(holder) else { continue };
-                    if conn.probe_deadline.is_none() {
+                    if self.with_output(holder, Conn::start_probe) == Some(true) {
                         self.metrics.probes_sent += 1;
-                        conn.probe_deadline = Some(now + self.config.probe_timeout);
-                        conn.ping();
                         self.queue_flush(holder);
                     }
                 }
             }
         }
+    }
+
+    /// True when `len` more bytes of relayed output would pass the server-wide bound.
+    fn outbound_full(&self, len: usize) -> bool {
+        let cap = u64::try_from(self.config.max_outbound_total).unwrap_or(u64::MAX);
+        self.outbound_total.saturating_add(len as u64) > cap
+    }
+
+    /// Tells `sender` that its signal was not queued because its recipient is busy.
+    fn refuse_busy_signal(&mut self, sender: ConnId, refusal: Refusal) {
+        let detail = match refusal {
+            Refusal::QueueFull => "the peer has too much queued; try again later",
+            Refusal::SenderShare => "you have too much queued for that peer; try again later",
+        };
+        let reply = Reply::Error { call: "signal", code: ErrorCode::PeerBusy, detail };
+        let text = reply.to_json();
+        self.effects.push_back(Effect::Send { to: sender, text, kind: reply.kind(), relayed_from: None });
+    }
+
+    /// Runs `op` on connection `key` and keeps [`Server::outbound_total`] in step with
+    /// what it queued or wrote. Every change to a connection's queued output goes through
+    /// here; `None` when there is no such connection.
+    fn with_output<R>(&mut self, key: ConnId, op: impl FnOnce(&mut Conn) -> R) -> Option<R> {
+        let conn = self.conns.get_mut(key)?;
+        let before = conn.pending_output();
+        let result = op(conn);
+        let after = conn.pending_output();
+        self.outbound_total = self.outbound_total.saturating_sub(before).saturating_add(after);
+        Some(result)
     }
 
     /// Gives `key` a read turn this round (or the next, when called during the reads).
@@ -639,9 +718,12 @@ impl Server {
     /// Closes cleanly: the client's addresses are released now, the close frame goes out.
     fn close(&mut self, key: ConnId, code: CloseCode, why: &'static str, reason: CloseReason) {
         self.release_addresses(key);
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.close_reason = reason;
-        if conn.close(code, why, &self.ws_config) == WriteEnd::Gone {
+        let ws_config = self.ws_config;
+        let end = self.with_output(key, |conn| {
+            conn.close_reason = reason;
+            conn.close(code, why, &ws_config)
+        });
+        if end == Some(WriteEnd::Gone) {
             self.finish(key, reason);
         }
     }
@@ -668,7 +750,7 @@ impl Server {
         self.rooms.disconnect(key, &mut effects);
         if !effects.is_empty() {
             self.effects.extend(effects.drain(..));
-            self.apply_effects(Instant::now());
+            self.apply_effects();
         }
         self.room_effects = effects;
     }
@@ -677,27 +759,44 @@ impl Server {
         for key in std::mem::take(&mut self.to_remove) {
             if let Some(mut conn) = self.conns.try_remove(key) {
                 let _ = self.poll.registry().deregister(&mut conn.socket.stream);
+                self.outbound_total = self.outbound_total.saturating_sub(conn.pending_output());
+                // What a connection that held much leaves behind goes back to the system
+                // soon, not at the next unrelated release.
+                if conn.buffers_grown() || conn.pending_output() > 0 {
+                    self.released_since_trim = true;
+                }
             }
         }
     }
 
-    /// Enforces deadlines: slow handshakes, idle clients, unanswered probes, slow closes.
+    /// Enforces deadlines: slow handshakes, idle clients, unanswered probes, stalled
+    /// readers, slow closes; and the bound on queued output.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + self.sweep_interval();
+        debug_assert_eq!(
+            self.outbound_total,
+            self.conns.iter().map(|(_, conn)| conn.pending_output()).sum::<u64>(),
+            "the count of queued output went out of step"
+        );
         let mut expired = Vec::new();
         let mut idle = Vec::new();
         let mut to_ping = Vec::new();
         let mut to_shrink = Vec::new();
-        for (key, conn) in self.conns.iter() {
+        let mut stalled = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
             if conn.finished {
                 continue;
             }
+            conn.time_probe(now, self.config.probe_timeout);
+            let stalled_for = conn.stalled_for(now);
             let quiet = now.saturating_duration_since(conn.last_heard);
             if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
                 to_shrink.push(key);
             }
-            if conn.probe_deadline.is_some_and(|deadline| now >= deadline) {
+            if conn.probe_expired(now) {
                 expired.push((key, CloseReason::ProbeTimeout));
+            } else if stalled_for >= self.config.stall_timeout {
+                expired.push((key, CloseReason::NotReading));
             } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
                 let reason = match conn.phase {
                     Phase::ReadingHead { .. } => CloseReason::HandshakeTimeout,
@@ -709,19 +808,27 @@ impl Server {
             } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
                 to_ping.push(key);
             }
+            if stalled_for >= STALLED_UNDER_PRESSURE {
+                stalled.push((stalled_for, conn.pending_output(), key));
+            }
         }
         for (key, reason) in expired {
             debug!("connection {key}: deadline passed ({}); dropping", reason.as_str());
+            if self.shutdown_deadline.is_some() {
+                self.dropped_at_shutdown += 1;
+            }
             self.finish(key, reason);
         }
+        self.relieve_outbound_pressure(stalled);
         for key in idle {
             debug!("connection {key}: idle; closing");
             self.close(key, CloseCode::Away, "idle timeout", CloseReason::Idle);
         }
         for key in to_ping {
-            if let Some(conn) = self.conns.get_mut(key) {
+            if self.with_output(key, Conn::ping).flatten().is_some()
+                && let Some(conn) = self.conns.get_mut(key)
+            {
                 conn.pinged = true;
-                conn.ping();
                 self.queue_flush(key);
             }
         }
@@ -733,11 +840,44 @@ impl Server {
         }
     }
 
+    /// Over the server-wide bound on queued output, drops the clients whose sockets have
+    /// taken nothing for longest (`stalled`: for how long, bytes queued, which), until
+    /// back under it. Clients that read, however slowly, are never dropped for it: their
+    /// signals are refused instead (see [`Server::outbound_full`]).
+    fn relieve_outbound_pressure(&mut self, mut stalled: Vec<(Duration, u64, ConnId)>) {
+        if !self.outbound_full(0) {
+            return;
+        }
+        stalled.sort_unstable_by(|a, b| b.cmp(a));
+        for (stalled_for, queued, key) in stalled {
+            if !self.outbound_full(0) {
+                break;
+            }
+            if self.conns.get(key).is_none_or(|conn| conn.finished) {
+                continue;
+            }
+            debug!("connection {key}: {queued} bytes queued, nothing taken for {stalled_for:?}; dropping");
+            self.metrics.pressure_drops += 1;
+            self.finish(key, CloseReason::NotReading);
+            // Its memory is freed when it leaves the slab; count it as gone now.
+            if let Some(conn) = self.conns.get_mut(key) {
+                let freed = conn.pending_output();
+                self.outbound_total = self.outbound_total.saturating_sub(freed);
+                conn.forget_output();
+            }
+        }
+    }
+
     fn sweep_interval(&self) -> Duration {
-        let shortest = [self.config.handshake_timeout, self.config.ping_interval, self.config.probe_timeout]
-            .into_iter()
-            .min()
-            .unwrap_or(Duration::from_secs(1));
+        let shortest = [
+            self.config.handshake_timeout,
+            self.config.ping_interval,
+            self.config.probe_timeout,
+            self.config.stall_timeout,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 

@@ -275,6 +275,7 @@ fn rate_limit_refuses_then_closes_a_client_that_keeps_going() {
 fn a_client_that_does_not_read_is_dropped_and_the_sender_keeps_working() {
     let server = TestServer::with(|config| {
         config.max_outbound = 64 * 1024;
+        config.stall_timeout = Duration::from_millis(500);
         unlimited_rate(config);
     });
     let mut sender = server.client();
@@ -302,8 +303,10 @@ fn a_client_that_does_not_read_is_dropped_and_the_sender_keeps_working() {
                     if reply[0] == "leave" {
                         break 'flood reply;
                     }
-                    // Signals that crossed the drop find no one.
-                    assert_eq!(error_code(&reply), "unknown-peer", "{reply}");
+                    // Signals are refused while the sink's queue is full, and find no one
+                    // once its socket has taken nothing for the stall timeout.
+                    let code = error_code(&reply);
+                    assert!(code == "peer-busy" || code == "unknown-peer", "{reply}");
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(err)) if err.kind() == ErrorKind::Interrupted => {}

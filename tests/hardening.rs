@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, MASK, OP_PING, OP_PONG, PATIENCE, TestServer, frame_bytes, read_retrying};
+use common::{
+    Client, MASK, OP_CLOSE, OP_PING, OP_PONG, PATIENCE, RawClient, TestServer, frame_bytes, read_retrying,
+};
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -113,4 +115,196 @@ fn control_frames_over_the_rate_limit_close_with_1008() {
         assert_eq!(flooder.expect_close(), Some(u16::from(CloseCode::Policy)), "opcode {opcode}");
         ping_round_trips(&mut client, 3);
     }
+}
+
+// --- 2. Slow but live recipients ----------------------------------------------------------
+
+/// A client on a slow link: it takes in about `bytes_per_sec`, answers every ping at once
+/// when it reaches it, and reports the messages it reads (or that its connection ended).
+struct SlowReader {
+    messages: std::sync::mpsc::Receiver<Option<serde_json::Value>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowReader {
+    fn start(mut client: RawClient, bytes_per_sec: u64) -> SlowReader {
+        let (tx, messages) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                client.stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(frame) = client.read_frame() else {
+                        let _ = tx.send(None);
+                        return;
+                    };
+                    match frame.opcode {
+                        OP_PING => {
+                            if client
+                                .try_send_raw(&frame_bytes(0x80 | OP_PONG, Some(MASK), &frame.payload))
+                                .is_err()
+                            {
+                                let _ = tx.send(None);
+                                return;
+                            }
+                        }
+                        OP_CLOSE => {
+                            let _ = tx.send(None);
+                            return;
+                        }
+                        _ => {
+                            let micros = frame.payload.len() as u64 * 1_000_000 / bytes_per_sec;
+                            std::thread::sleep(Duration::from_micros(micros));
+                            let _ = tx.send(serde_json::from_slice(&frame.payload).ok());
+                        }
+                    }
+                }
+            })
+        };
+        SlowReader { messages, stop, thread: Some(thread) }
+    }
+
+    /// Reads messages until one satisfies `wanted`; panics if the connection ends first or
+    /// none comes within `patience`.
+    fn wait_for(&self, patience: Duration, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = Instant::now() + patience;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(Some(message)) if wanted(&message) => return message,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the slow reader's connection ended"),
+                Err(_) => panic!("the slow reader waited in vain"),
+            }
+        }
+    }
+}
+
+impl Drop for SlowReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // The thread may be asleep in a read; it ends with the test's sockets.
+        drop(self.thread.take());
+    }
+}
+
+/// A raw client with a small receive buffer (so that the kernel does not soak up what the
+/// server sends it), joined as `ident` in `room`.
+fn slow_member(server: &TestServer, ident: &str, room: &str) -> RawClient {
+    let mut client = RawClient::handshake(common::connect_small_rcvbuf(server.addr), "/");
+    client.send_text(&json!(["join", ident, room]).to_string());
+    assert_eq!(client.recv(), json!(["join", format!("{room}:{ident}")]));
+    client
+}
+
+/// Sends `count` signals of `size` bytes from `from` to `to` in one go and returns how many
+/// were refused with `peer-busy` (every one is answered or relayed; none is lost silently).
+fn flood_signals(sender: &mut Client, from: &str, to: &str, size: usize, count: usize) -> usize {
+    let data = "x".repeat(size);
+    sender.send_batch(&json!(["signal", from, to, data]).to_string(), count);
+    // A ping behind the batch: its pong says every refusal has been read.
+    sender.send(r#"["ping"]"#);
+    let mut busy = 0;
+    loop {
+        let reply = sender.recv();
+        if reply == json!(["pong"]) {
+            return busy;
+        }
+        assert_eq!(common::error_code(&reply), "peer-busy", "{reply}");
+        busy += 1;
+    }
+}
+
+/// The attack of the review: a signal flood at a slow but live victim, then a join of its
+/// address. The victim is not dropped, the attacker gets `peer-busy` for what does not
+/// fit and `taken` for the address, and another peer's signal still reaches the victim.
+#[test]
+fn a_signal_flood_neither_kicks_a_slow_reader_nor_takes_its_address() {
+    let server = TestServer::with(|config| {
+        config.max_outbound = 256 * 1024;
+        // The kernel holds up to 64 KiB unsent besides what is in flight: at 150 KB/s the
+        // victim needs about half a second to reach a ping that has just left the queue.
+        config.probe_timeout = Duration::from_millis(1500);
+        config.stall_timeout = Duration::from_secs(3);
+    });
+    let victim = slow_member(&server, "victim", "r");
+    let mut attacker = server.client();
+    let a = attacker.join("attacker", "r");
+    attacker.recv(); // stun
+    let mut carol = server.client();
+    let c = carol.join("carol", "r");
+    carol.recv();
+    carol.recv();
+    attacker.recv();
+    let victim = SlowReader::start(victim, 150_000);
+
+    let busy = flood_signals(&mut attacker, &a, "r:victim", 60_000, 100);
+    assert!(busy >= 90, "only {busy} of 100 signals were refused: one sender filled the queue");
+    // Others still get through while the attacker holds its share.
+    carol.send(&json!(["signal", c, "r:victim", "from carol"]).to_string());
+    // The attacker asks for the address: the probe's ping waits behind the backlog.
+    let taken = attacker.call(r#"["join","victim","r"]"#);
+    assert_eq!(common::error_code(&taken), "taken");
+    victim.wait_for(PATIENCE, |m| m[3] == "from carol");
+    // Well past the probe's time, the victim still holds its address.
+    std::thread::sleep(Duration::from_millis(2500));
+    let taken = attacker.call(r#"["join","victim","r"]"#);
+    assert_eq!(common::error_code(&taken), "taken", "the attacker took a live reader's address");
+    carol.send(&json!(["signal", c, "r:victim", "still here?"]).to_string());
+    victim.wait_for(PATIENCE, |m| m[3] == "still here?");
+}
+
+/// The probe's time starts when its ping reaches the socket: a victim whose backlog takes
+/// longer to read than the probe timeout keeps its address if it answers then.
+#[test]
+fn the_probe_waits_for_its_ping_to_reach_a_slow_reader() {
+    let server = TestServer::with(|config| {
+        config.probe_timeout = Duration::from_millis(300);
+        config.stall_timeout = Duration::from_secs(5);
+    });
+    let victim = slow_member(&server, "victim", "r");
+    let mut senders: Vec<(Client, String)> = (0..3)
+        .map(|n| {
+            let mut sender = server.client();
+            let address = sender.join(&format!("s{n}"), "r");
+            (sender, address)
+        })
+        .collect();
+    // About 600 KB queued: at 300 KB/s, two seconds' reading before the probe's ping.
+    let victim = SlowReader::start(victim, 300_000);
+    for (sender, _) in &mut senders {
+        // A stun for each of the other three members.
+        for _ in 0..3 {
+            assert_eq!(sender.recv()[0], "stun");
+        }
+    }
+    for (sender, address) in &mut senders {
+        let busy = flood_signals(sender, address, "r:victim", 50_000, 4);
+        assert_eq!(busy, 0);
+    }
+    let (claimant, _) = senders.first_mut().expect("a sender");
+    assert_eq!(common::error_code(&claimant.call(r#"["join","victim","r"]"#)), "taken");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(common::error_code(&claimant.call(r#"["join","victim","r"]"#)), "taken");
+    victim.wait_for(PATIENCE, |m| m[0] == "signal");
+}
+
+/// `signal` goes only between addresses of one room.
+#[test]
+fn signals_across_rooms_are_refused() {
+    let server = TestServer::start();
+    let (mut alice, a, mut bob, b) = server.pair();
+    let mut other = server.client();
+    let o = other.join("o", "elsewhere");
+    let reply = alice.call(&json!(["signal", a, o, "hi"]).to_string());
+    assert_eq!(
+        reply,
+        json!(["error", "signal", "other-room", "signals go only between addresses of one room"])
+    );
+    other.expect_no_message();
+    // Within the room, signals go as before.
+    alice.send(&json!(["signal", a, b, "hi"]).to_string());
+    assert_eq!(bob.recv(), json!(["signal", b, a, "hi"]));
 }

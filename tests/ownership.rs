@@ -97,7 +97,7 @@ fn every_refusal_is_exactly_one_four_element_error() {
     let mut bystander = server.client();
     let mut client = server.client();
     holder.join("held", "r");
-    let b = bystander.join("b", "r");
+    bystander.join("b", "r");
     holder.recv();
     bystander.recv();
     let own = client.join("me", "s");
@@ -126,7 +126,8 @@ fn every_refusal_is_exactly_one_four_element_error() {
         (b"[\"join\", \"me\", \"s\"]".to_vec(), "join", "already-joined"),
         (b"[\"join\", \"third\", \"t\"]".to_vec(), "join", "limit"),
         (b"[\"signal\", \"s:me\"]".to_vec(), "signal", "bad-request"),
-        (b"[\"signal\", \"s:me\", \"r:nobody\", 1]".to_vec(), "signal", "unknown-peer"),
+        (b"[\"signal\", \"s:me\", \"s:nobody\", 1]".to_vec(), "signal", "unknown-peer"),
+        (b"[\"signal\", \"s:me\", \"r:held\", 1]".to_vec(), "signal", "other-room"),
         (b"[\"signal\", \"r:held\", \"r:b\", 1]".to_vec(), "signal", "not-owner"),
         (b"[\"leave\"]".to_vec(), "leave", "bad-request"),
         (b"[\"leave\", 5]".to_vec(), "leave", "bad-request"),
@@ -153,8 +154,8 @@ fn every_refusal_is_exactly_one_four_element_error() {
     bystander.expect_silence();
     // The holder was probed (a WebSocket ping) when its address was asked for; nothing else.
     holder.expect_no_message();
-    client.send(&json!(["signal", own, b, "still here"]).to_string());
-    assert_eq!(bystander.recv(), json!(["signal", b, own, "still here"]));
+    client.send(&json!(["signal", own, "s:me2", "still here"]).to_string());
+    assert_eq!(client.recv(), json!(["signal", "s:me2", own, "still here"]));
 }
 
 #[test]

@@ -85,8 +85,8 @@ fn one_connection_holds_several_idents() {
     let elsewhere = multi.join("one", "s");
     let peer = other.join("p", "s");
     assert_eq!(multi.recv(), json!(["stun", elsewhere, peer, false]));
-    other.send(&json!(["signal", peer, second, 1]).to_string());
-    assert_eq!(multi.recv(), json!(["signal", second, peer, 1]));
+    other.send(&json!(["signal", peer, elsewhere, 1]).to_string());
+    assert_eq!(multi.recv(), json!(["signal", elsewhere, peer, 1]));
 }
 
 #[test]

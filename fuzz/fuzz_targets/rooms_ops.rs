@@ -361,6 +361,11 @@ impl Model {
         if self.holders.get(from) != Some(&conn) {
             return refuse(ErrorCode::NotOwner);
         }
+        // Signals stay within a room: the parts before the first ':' must match.
+        let room_of = |address: &str| address.split_once(':').map(|(room, _)| room.to_owned());
+        if room_of(to).is_some() && room_of(to) != room_of(from) {
+            return refuse(ErrorCode::OtherRoom);
+        }
         let Some(&peer) = self.holders.get(to) else { return refuse(ErrorCode::UnknownPeer) };
         let text = format!(r#"["signal",{},{},{data}]"#, json(to), json(from));
         vec![Expect::Send { to: peer, text }]
