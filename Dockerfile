@@ -12,7 +12,7 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 # The whole context, less what .dockerignore keeps out (build output, git's data): Cargo reads
 # more than src/ (benches/ for the [[bench]] in Cargo.toml, for one), and a list of paths here
-# would drift from what Cargo.toml needs.
+# would drift from what Cargo.toml needs. `make docker-check` replays this stage without Docker.
 COPY . ./
 RUN cargo build --release --locked \
  && cp target/release/diva-signal /diva-signal \
