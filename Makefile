@@ -11,7 +11,7 @@ MUSL_TARGET   := $(subst -gnu,-musl,$(HOST_TARGET))
 STATIC_TARGET := $(if $(shell rustup target list --installed 2>/dev/null | grep -x $(MUSL_TARGET)),$(MUSL_TARGET),$(HOST_TARGET))
 STATIC_BIN    := target/$(STATIC_TARGET)/release/diva-signal
 
-.PHONY: help run build release static static-check nginx-check cross-pi lint test e2e docker clean
+.PHONY: help run build release static static-check nginx-check cross-pi lint test e2e docker docker-check clean
 
 help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
@@ -25,6 +25,7 @@ help:
 	@echo "make nginx-check  contrib/nginx.conf proxies wss:// to the server (installs nginx if missing)"
 	@echo "make cross-pi  static builds for Raspberry Pi (aarch64, armv7) where those targets are installed"
 	@echo "make docker    build the container image $(IMAGE) (needs a Docker engine)"
+	@echo "make docker-check  replay the Dockerfile without Docker: its build stage from what it copies, then run the result"
 	@echo "make bench     load test: diva-signal on CPU 0, bench/ load generator on CPU 1; one table (bench/run.sh)"
 	@echo "make bench-peers   the same against matchbox_server too (installed into .bench/), side by side"
 	@echo "make bench-smoke   a short bench run that fails on any error (CI)"
@@ -95,6 +96,12 @@ e2e:
 
 docker:
 	docker build -t $(IMAGE) .
+
+# No Docker engine needed: .ci/docker-build-check.sh reads the Dockerfile, builds its `build`
+# stage in an empty directory from exactly what its COPY lines take (after .dockerignore), with
+# its RUN commands and the host's toolchain, then runs the binary the image would hold.
+docker-check:
+	bash .ci/docker-build-check.sh
 
 clean:
 	$(CARGO) clean
