@@ -192,7 +192,7 @@ pub fn answer(request: &Request, stats: Stats) -> Answer {
     if request.wants_websocket() {
         return match handshake(request) {
             Ok(response) => Answer::Upgrade(response),
-            Err(detail) => Answer::Close(error_response(Status::BadRequest, detail)),
+            Err(refusal) => Answer::Close(refusal.response()),
         };
     }
     let head_only = request.method == "HEAD";
@@ -221,20 +221,42 @@ pub fn metrics_response(request: &Request, exposition: &str) -> Vec<u8> {
     response(Status::Ok, content_type, exposition.as_bytes(), request.method == "HEAD")
 }
 
+/// Why an upgrade request is refused (always with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    /// The text of the error page.
+    detail: &'static str,
+    /// The client asked for a WebSocket version other than ours: the response must name
+    /// the one we speak (RFC 6455, section 4.4), so that the client can retry with it.
+    wrong_version: bool,
+}
+
+impl Refusal {
+    fn new(detail: &'static str) -> Self {
+        Refusal { detail, wrong_version: false }
+    }
+
+    fn response(self) -> Vec<u8> {
+        let extra = if self.wrong_version { "Sec-WebSocket-Version: 13\r\n" } else { "" };
+        error_page(Status::BadRequest, self.detail, extra)
+    }
+}
+
 /// The 101 response for a valid RFC 6455 upgrade request, or why it is refused.
-fn handshake(request: &Request) -> Result<Vec<u8>, &'static str> {
+fn handshake(request: &Request) -> Result<Vec<u8>, Refusal> {
     if request.method != "GET" {
-        return Err("A WebSocket upgrade must be a GET request.");
+        return Err(Refusal::new("A WebSocket upgrade must be a GET request."));
     }
     if !request.connection.as_deref().is_some_and(|value| has_token(value, "upgrade")) {
-        return Err("A WebSocket upgrade needs the header Connection: Upgrade.");
+        return Err(Refusal::new("A WebSocket upgrade needs the header Connection: Upgrade."));
     }
     if request.ws_version.as_deref() != Some("13") {
-        return Err("Only WebSocket version 13 is supported (Sec-WebSocket-Version: 13).");
+        let detail = "Only WebSocket version 13 is supported (Sec-WebSocket-Version: 13).";
+        return Err(Refusal { detail, wrong_version: true });
     }
     let key = request.ws_key.as_deref().unwrap_or_default();
     if !is_valid_key(key) {
-        return Err("Sec-WebSocket-Key must be 16 bytes in base64.");
+        return Err(Refusal::new("Sec-WebSocket-Key must be 16 bytes in base64."));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut out = String::with_capacity(192);
@@ -274,16 +296,32 @@ pub fn health_response(request: &Request, stats: Stats, uptime: Duration) -> Vec
 
 /// A small HTML error page with `detail` as its text.
 pub fn error_response(status: Status, detail: &str) -> Vec<u8> {
+    error_page(status, detail, "")
+}
+
+/// [`error_response`] with `extra_headers` (complete lines, each ending in CRLF).
+fn error_page(status: Status, detail: &str, extra_headers: &str) -> Vec<u8> {
     let body = format!(
         "<!doctype html><title>{code} {reason}</title><h1>{code} {reason}</h1><p>{detail}</p>\n",
         code = status.code(),
         reason = status.reason()
     );
-    response(status, "text/html; charset=utf-8", body.as_bytes(), false)
+    response_with(status, "text/html; charset=utf-8", body.as_bytes(), false, extra_headers)
 }
 
 /// A complete response that closes the connection after it.
 pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    response_with(status, content_type, body, head_only, "")
+}
+
+/// [`response`] with `extra_headers` (complete lines, each ending in CRLF).
+fn response_with(
+    status: Status,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    extra_headers: &str,
+) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
@@ -294,6 +332,7 @@ pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool
     if status == Status::MethodNotAllowed {
         out.push_str("Allow: GET, HEAD\r\n");
     }
+    out.push_str(extra_headers);
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     if !head_only {
@@ -361,8 +400,12 @@ mod tests {
             b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ];
-        for case in cases {
-            assert!(text(answer(&complete(case), STATS)).starts_with("HTTP/1.1 400 "));
+        for (n, case) in cases.into_iter().enumerate() {
+            let response = text(answer(&complete(case), STATS));
+            assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+            // Only the refusal of a version says which one is spoken (RFC 6455, section 4.4).
+            let (head, _) = response.split_once("\r\n\r\n").expect("a head");
+            assert_eq!(head.contains("\r\nSec-WebSocket-Version: 13"), n == 1, "{response}");
         }
     }
 

@@ -78,6 +78,27 @@ fn bad_upgrade_requests_get_400() {
     assert_eq!(status_line(&server.http(no_key)), "HTTP/1.1 400 Bad Request");
 }
 
+/// RFC 6455, section 4.4: a server that does not speak the client's version answers with
+/// the version it speaks, so that the client can try again with it.
+#[test]
+fn a_refused_version_is_answered_with_the_version_spoken() {
+    let server = TestServer::start();
+    for version in ["Sec-WebSocket-Version: 8\r\n", "Sec-WebSocket-Version: 14\r\n", ""] {
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{version}\r\n"
+        );
+        let response = server.http(request.as_bytes());
+        assert_eq!(status_line(&response), "HTTP/1.1 400 Bad Request", "{version}");
+        let head = response.split_once("\r\n\r\n").map_or(response.as_str(), |(head, _)| head);
+        assert!(head.lines().any(|line| line == "Sec-WebSocket-Version: 13"), "{version}: {response}");
+    }
+    // Other refusals do not name it.
+    let no_key = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    assert!(!server.http(no_key).contains("Sec-WebSocket-Version"));
+}
+
 #[test]
 fn websocket_on_any_path() {
     let server = TestServer::start();

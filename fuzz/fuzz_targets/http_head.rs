@@ -115,5 +115,10 @@ fn check_answer(request: &Request) {
             .and_then(|v| v.parse().ok())
             .expect("a Content-Length");
         assert!(body.len() == length || (body.is_empty() && request.method == "HEAD"));
+        // A refused version is answered with the one spoken (RFC 6455, section 4.4).
+        if code == 400 && header("sec-websocket-version").is_some() {
+            assert!(request.wants_websocket() && request.ws_version.as_deref() != Some("13"));
+            assert_eq!(header("sec-websocket-version"), Some(&b"13"[..]));
+        }
     }
 }
