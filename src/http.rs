@@ -22,6 +22,10 @@ pub struct Request {
     pub method: String,
     /// The request target as sent, query included.
     pub target: String,
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub minor_version: u8,
+    /// The `Host` header's value.
+    pub host: Option<String>,
     /// Values of the headers we use, in the order they are kept here.
     pub upgrade: Option<String>,
     pub connection: Option<String>,
@@ -110,10 +114,12 @@ fn request_from(parsed: &httparse::Request<'_, '_>) -> Request {
     let mut request = Request {
         method: parsed.method.unwrap_or_default().to_owned(),
         target: parsed.path.unwrap_or_default().to_owned(),
+        minor_version: parsed.version.unwrap_or_default(),
         ..Request::default()
     };
     for header in parsed.headers.iter() {
         let slot = match header.name.to_ascii_lowercase().as_str() {
+            "host" => &mut request.host,
             "upgrade" => &mut request.upgrade,
             "connection" => &mut request.connection,
             "sec-websocket-key" => &mut request.ws_key,
@@ -244,8 +250,15 @@ impl Refusal {
 
 /// The 101 response for a valid RFC 6455 upgrade request, or why it is refused.
 fn handshake(request: &Request) -> Result<Vec<u8>, Refusal> {
+    // RFC 6455, section 4.1: an HTTP/1.1 (or later) GET request, with a Host header.
     if request.method != "GET" {
         return Err(Refusal::new("A WebSocket upgrade must be a GET request."));
+    }
+    if request.minor_version < 1 {
+        return Err(Refusal::new("A WebSocket upgrade must be an HTTP/1.1 request; this one is HTTP/1.0."));
+    }
+    if request.host.as_deref().is_none_or(str::is_empty) {
+        return Err(Refusal::new("A WebSocket upgrade needs a Host header."));
     }
     if !request.connection.as_deref().is_some_and(|value| has_token(value, "upgrade")) {
         return Err(Refusal::new("A WebSocket upgrade needs the header Connection: Upgrade."));
@@ -391,13 +404,20 @@ mod tests {
 
     #[test]
     fn bad_upgrades_get_400() {
-        let cases: [&[u8]; 4] = [
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        let cases: [&[u8]; 7] = [
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            // RFC 6455, section 4.1: HTTP/1.1 or later, with a Host header.
+            b"GET / HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ];
         for (n, case) in cases.into_iter().enumerate() {
@@ -407,6 +427,17 @@ mod tests {
             let (head, _) = response.split_once("\r\n\r\n").expect("a head");
             assert_eq!(head.contains("\r\nSec-WebSocket-Version: 13"), n == 1, "{response}");
         }
+    }
+
+    #[test]
+    fn pages_are_served_over_http_1_0_too() {
+        for head in [&b"GET / HTTP/1.0\r\n\r\n"[..], b"GET /demo HTTP/1.0\r\nHost: h\r\n\r\n"] {
+            let request = complete(head);
+            assert_eq!((request.minor_version, request.wants_websocket()), (0, false));
+            assert!(text(answer(&request, STATS)).starts_with("HTTP/1.1 200 OK\r\n"));
+        }
+        let request = complete(UPGRADE);
+        assert_eq!((request.minor_version, request.host.as_deref()), (1, Some("h")));
     }
 
     #[test]

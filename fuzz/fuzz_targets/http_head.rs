@@ -106,6 +106,8 @@ fn check_answer(request: &Request) {
     if upgrade {
         assert_eq!(code, 101);
         assert!(request.wants_websocket() && request.method == "GET");
+        // RFC 6455, section 4.1: HTTP/1.1 or later, with a Host.
+        assert!(request.minor_version >= 1 && request.host.as_deref().is_some_and(|host| !host.is_empty()));
         assert!(header("sec-websocket-accept").is_some_and(|v| v.len() == 28));
         assert!(body.is_empty());
     } else {
