@@ -482,9 +482,14 @@ fn protocol_faults_close_only_the_offending_connection() {
     let mut text_too_big = vec![0x81, 0x80 | 127];
     text_too_big.extend_from_slice(&0x7fff_ffff_ffff_ffffu64.to_be_bytes());
     text_too_big.extend_from_slice(&MASK);
+    // RFC 6455, section 5.2: the most significant bit of a 64-bit length must be 0.
     let mut length_high_bit = vec![0x82, 0x80 | 127];
     length_high_bit.extend_from_slice(&u64::MAX.to_be_bytes());
     length_high_bit.extend_from_slice(&MASK);
+    let mut small_length_high_bit = vec![0x81, 0x80 | 127];
+    small_length_high_bit.extend_from_slice(&(1u64 << 63 | 8).to_be_bytes());
+    small_length_high_bit.extend_from_slice(&MASK);
+    small_length_high_bit.extend_from_slice(br#"["ping"]"#);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked frame", frame_bytes(0x80 | OP_TEXT, None, br#"["ping"]"#), 1002),
         ("RSV1 set", frame_bytes(0xC0 | OP_TEXT, Some(MASK), br#"["ping"]"#), 1002),
@@ -497,7 +502,8 @@ fn protocol_faults_close_only_the_offending_connection() {
         ("fragmented ping", frame_bytes(OP_PING, Some(MASK), b"x"), 1002),
         ("126-byte ping", frame_bytes(0x80 | OP_PING, Some(MASK), &[b'x'; 126]), 1002),
         ("absurd length", text_too_big, 1009),
-        ("length with the high bit", length_high_bit, 1009),
+        ("length with the high bit", length_high_bit, 1002),
+        ("small length with the high bit", small_length_high_bit, 1002),
     ];
     for (what, bytes, expected) in cases {
         let mut raw = server.raw_client();
