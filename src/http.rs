@@ -9,7 +9,8 @@ use crate::server::Stats;
 
 /// Longest request head we read; a longer one is refused with 431.
 pub const MAX_HEAD_LEN: usize = 8 * 1024;
-/// Most header lines we parse; more are refused with 431.
+/// Most header lines we parse; more are refused with 431 (documented in README.md and
+/// docs/PROTOCOL.md with the other limits: change them together).
 const MAX_HEADERS: usize = 48;
 
 const LANDING_PAGE: &str = include_str!("pages/index.html");

@@ -67,6 +67,24 @@ fn malformed_heads_get_400_and_oversized_ones_431() {
     assert!(status_line(&server.http(&huge)).starts_with("HTTP/1.1 431"));
 }
 
+/// The documented bound on header lines: 48 are read (Host included), one more gets 431.
+#[test]
+fn up_to_48_header_lines_are_read_and_more_get_431() {
+    let server = TestServer::start();
+    let head = |lines: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for n in 1..lines {
+            head.push_str(&format!("X-Header-{n}: y\r\n"));
+        }
+        head + "\r\n"
+    };
+    assert_eq!(status_line(&server.http(head(48).as_bytes())), "HTTP/1.1 200 OK");
+    assert_eq!(
+        status_line(&server.http(head(49).as_bytes())),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
 #[test]
 fn bad_upgrade_requests_get_400() {
     let server = TestServer::start();
