@@ -6,6 +6,11 @@
 //! fragmented message. This reads just the frame headers (RFC 6455, section 5.2) to know
 //! when that is; tungstenite still checks and decodes every frame itself. A frame it
 //! rejects closes the connection, so a wrong reading here can only cost that client.
+//!
+//! One check tungstenite lacks is made here: a 64-bit payload length must have its most
+//! significant bit clear (RFC 6455, section 5.2). tungstenite takes such a length for a
+//! size over the limit; [`FrameBoundaries::saw_invalid_length`] lets the server call it
+//! what it is, a protocol error.
 
 /// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
 const MAX_HEADER_LEN: usize = 14;
@@ -17,6 +22,8 @@ pub struct FrameBoundaries {
     in_message: bool,
     /// Payload length of the largest frame since [`FrameBoundaries::take_largest`].
     largest: u64,
+    /// A frame header had a 64-bit length with its most significant bit set.
+    invalid_length: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +40,7 @@ impl Default for FrameBoundaries {
             stage: Stage::Header { head: [0; MAX_HEADER_LEN], have: 0 },
             in_message: false,
             largest: 0,
+            invalid_length: false,
         }
     }
 }
@@ -79,6 +87,13 @@ impl FrameBoundaries {
         std::mem::take(&mut self.largest)
     }
 
+    /// True once a frame header has had a 64-bit payload length with its most significant
+    /// bit set, which RFC 6455 (section 5.2) forbids. tungstenite reads such a length as
+    /// a size over its limit and fails on that frame, so the connection ends there.
+    pub fn saw_invalid_length(&self) -> bool {
+        self.invalid_length
+    }
+
     fn frame_started(&mut self, header: Header) {
         const CONTINUATION: u8 = 0x0;
         const TEXT: u8 = 0x1;
@@ -87,6 +102,7 @@ impl FrameBoundaries {
             self.in_message = !header.fin;
         }
         self.largest = self.largest.max(header.payload_len);
+        self.invalid_length |= header.payload_len >> 63 != 0;
         self.stage = if header.payload_len == 0 {
             Stage::Header { head: [0; MAX_HEADER_LEN], have: 0 }
         } else {
@@ -200,6 +216,22 @@ mod tests {
         }
         assert_eq!(boundaries.take_largest(), 300);
         assert_eq!(boundaries.take_largest(), 0);
+    }
+
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_seen() {
+        for (len, invalid) in [(u64::MAX, true), (1 << 63, true), ((1 << 63) - 1, false), (70_000, false)] {
+            let mut header = vec![0x82, 0x80 | 127];
+            header.extend_from_slice(&len.to_be_bytes());
+            header.extend_from_slice(&[1, 2, 3, 4]);
+            let mut boundaries = FrameBoundaries::default();
+            boundaries.feed(client_frame(OpCode::Data(Data::Text), true, 3).as_slice());
+            assert!(!boundaries.saw_invalid_length());
+            boundaries.feed(header.get(..9).unwrap_or_default());
+            assert!(!boundaries.saw_invalid_length(), "not before the header is complete");
+            boundaries.feed(header.get(9..).unwrap_or_default());
+            assert_eq!(boundaries.saw_invalid_length(), invalid, "{len:#x}");
+        }
     }
 
     #[test]

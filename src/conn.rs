@@ -504,7 +504,7 @@ impl Conn {
                 }
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => {
-                    end = read_failure(err);
+                    end = read_failure(err, &reader.socket.handed);
                     break;
                 }
             }
@@ -745,8 +745,13 @@ impl Conn {
 }
 
 /// Maps a tungstenite read error to what the server does about it.
-fn read_failure(err: WsError) -> ReadEnd {
+fn read_failure(err: WsError, handed: &FrameBoundaries) -> ReadEnd {
     match err {
+        // tungstenite takes a 64-bit length with its top bit set for a size over the limit;
+        // RFC 6455 (section 5.2) wants that bit clear, so the frame breaks the protocol.
+        WsError::Capacity(_) if handed.saw_invalid_length() => {
+            ReadEnd::Fail(CloseCode::Protocol, "frame length has its most significant bit set")
+        }
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             ReadEnd::Fail(CloseCode::Size, "message too large")
         }

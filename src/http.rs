@@ -9,7 +9,8 @@ use crate::server::Stats;
 
 /// Longest request head we read; a longer one is refused with 431.
 pub const MAX_HEAD_LEN: usize = 8 * 1024;
-/// Most header lines we parse; more are refused with 431.
+/// Most header lines we parse; more are refused with 431 (documented in README.md and
+/// docs/PROTOCOL.md with the other limits: change them together).
 const MAX_HEADERS: usize = 48;
 
 const LANDING_PAGE: &str = include_str!("pages/index.html");
@@ -22,6 +23,10 @@ pub struct Request {
     pub method: String,
     /// The request target as sent, query included.
     pub target: String,
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub minor_version: u8,
+    /// The `Host` header's value.
+    pub host: Option<String>,
     /// Values of the headers we use, in the order they are kept here.
     pub upgrade: Option<String>,
     pub connection: Option<String>,
@@ -110,10 +115,12 @@ fn request_from(parsed: &httparse::Request<'_, '_>) -> Request {
     let mut request = Request {
         method: parsed.method.unwrap_or_default().to_owned(),
         target: parsed.path.unwrap_or_default().to_owned(),
+        minor_version: parsed.version.unwrap_or_default(),
         ..Request::default()
     };
     for header in parsed.headers.iter() {
         let slot = match header.name.to_ascii_lowercase().as_str() {
+            "host" => &mut request.host,
             "upgrade" => &mut request.upgrade,
             "connection" => &mut request.connection,
             "sec-websocket-key" => &mut request.ws_key,
@@ -192,7 +199,7 @@ pub fn answer(request: &Request, stats: Stats) -> Answer {
     if request.wants_websocket() {
         return match handshake(request) {
             Ok(response) => Answer::Upgrade(response),
-            Err(detail) => Answer::Close(error_response(Status::BadRequest, detail)),
+            Err(refusal) => Answer::Close(refusal.response()),
         };
     }
     let head_only = request.method == "HEAD";
@@ -221,20 +228,49 @@ pub fn metrics_response(request: &Request, exposition: &str) -> Vec<u8> {
     response(Status::Ok, content_type, exposition.as_bytes(), request.method == "HEAD")
 }
 
+/// Why an upgrade request is refused (always with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    /// The text of the error page.
+    detail: &'static str,
+    /// The client asked for a WebSocket version other than ours: the response must name
+    /// the one we speak (RFC 6455, section 4.4), so that the client can retry with it.
+    wrong_version: bool,
+}
+
+impl Refusal {
+    fn new(detail: &'static str) -> Self {
+        Refusal { detail, wrong_version: false }
+    }
+
+    fn response(self) -> Vec<u8> {
+        let extra = if self.wrong_version { "Sec-WebSocket-Version: 13\r\n" } else { "" };
+        error_page(Status::BadRequest, self.detail, extra)
+    }
+}
+
 /// The 101 response for a valid RFC 6455 upgrade request, or why it is refused.
-fn handshake(request: &Request) -> Result<Vec<u8>, &'static str> {
+fn handshake(request: &Request) -> Result<Vec<u8>, Refusal> {
+    // RFC 6455, section 4.1: an HTTP/1.1 (or later) GET request, with a Host header.
     if request.method != "GET" {
-        return Err("A WebSocket upgrade must be a GET request.");
+        return Err(Refusal::new("A WebSocket upgrade must be a GET request."));
+    }
+    if request.minor_version < 1 {
+        return Err(Refusal::new("A WebSocket upgrade must be an HTTP/1.1 request; this one is HTTP/1.0."));
+    }
+    if request.host.as_deref().is_none_or(str::is_empty) {
+        return Err(Refusal::new("A WebSocket upgrade needs a Host header."));
     }
     if !request.connection.as_deref().is_some_and(|value| has_token(value, "upgrade")) {
-        return Err("A WebSocket upgrade needs the header Connection: Upgrade.");
+        return Err(Refusal::new("A WebSocket upgrade needs the header Connection: Upgrade."));
     }
     if request.ws_version.as_deref() != Some("13") {
-        return Err("Only WebSocket version 13 is supported (Sec-WebSocket-Version: 13).");
+        let detail = "Only WebSocket version 13 is supported (Sec-WebSocket-Version: 13).";
+        return Err(Refusal { detail, wrong_version: true });
     }
     let key = request.ws_key.as_deref().unwrap_or_default();
     if !is_valid_key(key) {
-        return Err("Sec-WebSocket-Key must be 16 bytes in base64.");
+        return Err(Refusal::new("Sec-WebSocket-Key must be 16 bytes in base64."));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut out = String::with_capacity(192);
@@ -274,16 +310,32 @@ pub fn health_response(request: &Request, stats: Stats, uptime: Duration) -> Vec
 
 /// A small HTML error page with `detail` as its text.
 pub fn error_response(status: Status, detail: &str) -> Vec<u8> {
+    error_page(status, detail, "")
+}
+
+/// [`error_response`] with `extra_headers` (complete lines, each ending in CRLF).
+fn error_page(status: Status, detail: &str, extra_headers: &str) -> Vec<u8> {
     let body = format!(
         "<!doctype html><title>{code} {reason}</title><h1>{code} {reason}</h1><p>{detail}</p>\n",
         code = status.code(),
         reason = status.reason()
     );
-    response(status, "text/html; charset=utf-8", body.as_bytes(), false)
+    response_with(status, "text/html; charset=utf-8", body.as_bytes(), false, extra_headers)
 }
 
 /// A complete response that closes the connection after it.
 pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    response_with(status, content_type, body, head_only, "")
+}
+
+/// [`response`] with `extra_headers` (complete lines, each ending in CRLF).
+fn response_with(
+    status: Status,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    extra_headers: &str,
+) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
@@ -294,6 +346,7 @@ pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool
     if status == Status::MethodNotAllowed {
         out.push_str("Allow: GET, HEAD\r\n");
     }
+    out.push_str(extra_headers);
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     if !head_only {
@@ -352,18 +405,40 @@ mod tests {
 
     #[test]
     fn bad_upgrades_get_400() {
-        let cases: [&[u8]; 4] = [
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        let cases: [&[u8]; 7] = [
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            b"POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            // RFC 6455, section 4.1: HTTP/1.1 or later, with a Host header.
+            b"GET / HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ];
-        for case in cases {
-            assert!(text(answer(&complete(case), STATS)).starts_with("HTTP/1.1 400 "));
+        for (n, case) in cases.into_iter().enumerate() {
+            let response = text(answer(&complete(case), STATS));
+            assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+            // Only the refusal of a version says which one is spoken (RFC 6455, section 4.4).
+            let (head, _) = response.split_once("\r\n\r\n").expect("a head");
+            assert_eq!(head.contains("\r\nSec-WebSocket-Version: 13"), n == 1, "{response}");
         }
+    }
+
+    #[test]
+    fn pages_are_served_over_http_1_0_too() {
+        for head in [&b"GET / HTTP/1.0\r\n\r\n"[..], b"GET /demo HTTP/1.0\r\nHost: h\r\n\r\n"] {
+            let request = complete(head);
+            assert_eq!((request.minor_version, request.wants_websocket()), (0, false));
+            assert!(text(answer(&request, STATS)).starts_with("HTTP/1.1 200 OK\r\n"));
+        }
+        let request = complete(UPGRADE);
+        assert_eq!((request.minor_version, request.host.as_deref()), (1, Some("h")));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::json_text::needs_escape;
 /// One parsed client call. Strings borrow from the message where they can.
 #[derive(Debug, PartialEq)]
 pub enum Call<'a> {
-    /// `["ident"]`: ask for a fresh random ident.
+    /// `["ident"]`: ask for a fresh random ident. Arguments after the name are ignored,
+    /// as the original ignores them.
     Ident,
     /// `["join", IDENT, ROOM]`: take the address `ROOM:IDENT`.
     Join { ident: Cow<'a, str>, room: Cow<'a, str> },
@@ -28,7 +29,8 @@ pub enum Call<'a> {
     },
     /// `["leave", ADDRESS]`: give an address up.
     Leave { address: Cow<'a, str> },
-    /// `["ping"]`: liveness check, answered with `["pong"]`.
+    /// `["ping"]`: liveness check, answered with `["pong"]`. Arguments after the name (a
+    /// client's timestamp, say) are ignored, as the original ignores them.
     Ping,
 }
 
@@ -187,8 +189,9 @@ pub fn parse_call_general(text: &str) -> Result<Call<'_>, ParseError> {
     let name = string_arg(name)
         .ok_or_else(|| ParseError::new("", ErrorCode::BadRequest, "call name must be a string"))?;
     let call = match (name.as_ref(), args) {
-        ("ident", []) => Call::Ident,
-        ("ping", []) => Call::Ping,
+        // The original answers these whatever follows the name; so do we.
+        ("ident", _) => Call::Ident,
+        ("ping", _) => Call::Ping,
         ("join", [ident, room]) => Call::Join {
             ident: string_arg(ident).ok_or_else(|| bad_args("join"))?,
             room: string_arg(room).ok_or_else(|| bad_args("join"))?,
@@ -201,7 +204,7 @@ pub fn parse_call_general(text: &str) -> Result<Call<'_>, ParseError> {
         ("leave", [address]) => {
             Call::Leave { address: string_arg(address).ok_or_else(|| bad_args("leave"))? }
         }
-        ("ident" | "ping" | "join" | "signal" | "leave", _) => return Err(bad_args(&name)),
+        ("join" | "signal" | "leave", _) => return Err(bad_args(&name)),
         (other, _) => {
             return Err(ParseError::new(other, ErrorCode::UnknownCall, "unknown call"));
         }
@@ -255,8 +258,6 @@ impl<'de> serde_core::Deserialize<'de> for CallItems<'de> {
 
 fn bad_args(call: &str) -> ParseError {
     let detail = match call {
-        "ident" => "ident takes no arguments: [\"ident\"]",
-        "ping" => "ping takes no arguments: [\"ping\"]",
         "join" => "join takes two strings: [\"join\", IDENT, ROOM]",
         "signal" => "signal takes two address strings and data: [\"signal\", FROM, TO, DATA]",
         _ => "leave takes one address string: [\"leave\", ADDRESS]",
@@ -500,6 +501,17 @@ mod tests {
     }
 
     #[test]
+    fn ping_and_ident_ignore_what_follows_their_name() {
+        assert_eq!(parse_call(br#"["ping",1712345678901]"#), Ok(Call::Ping));
+        assert_eq!(parse_call(br#"["ping","a",{"b":[]},null,1,2,3,4,5]"#), Ok(Call::Ping));
+        assert_eq!(parse_call(br#"["ident","mine"]"#), Ok(Call::Ident));
+        assert_eq!(parse_call(br#"["ident",1,2,3,4,5,6,7]"#), Ok(Call::Ident));
+        // The whole message is still read as JSON first.
+        let err = parse_call(br#"["ping",1,oops]"#).expect_err("not JSON");
+        assert_eq!((err.call.as_str(), err.code), ("", ErrorCode::BadJson));
+    }
+
+    #[test]
     fn escaped_strings_are_decoded() {
         assert_eq!(
             parse_call(br#"["join","a\u0062c","r\"m"]"#),
@@ -523,7 +535,6 @@ mod tests {
         assert_eq!(code(b"[]"), Err((String::new(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[1]"), Err((String::new(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"nope\"]"), Err(("nope".into(), ErrorCode::UnknownCall)));
-        assert_eq!(code(b"[\"ident\",1]"), Err(("ident".into(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"join\",\"a\"]"), Err(("join".into(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"join\",\"a\",2]"), Err(("join".into(), ErrorCode::BadRequest)));
         assert_eq!(code(b"[\"signal\",\"a\",\"b\"]"), Err(("signal".into(), ErrorCode::BadRequest)));

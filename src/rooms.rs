@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::ident::fresh_ident;
+use crate::ident::{self, fresh_ident};
 use crate::protocol::{Call, ErrorCode, Reply, ReplyKind};
 
 /// A connection, as the server names it (its slab key).
@@ -220,8 +220,8 @@ impl Rooms {
             Err("ident and room must not be empty")
         } else if name.len() > self.limits.max_name_len {
             Err("ident or room is too long")
-        } else if name.chars().any(char::is_control) {
-            Err("ident and room must not contain control characters")
+        } else if name.chars().any(ident::is_forbidden_in_name) {
+            Err("ident and room must not contain control or invisible formatting characters")
         } else {
             Ok(())
         }

@@ -77,6 +77,70 @@ fn names_are_validated() {
     assert_eq!((health["rooms"].clone(), health["addresses"].clone()), (json!(3), json!(3)));
 }
 
+/// Names end up in user interfaces and logs: characters that reorder or hide text there
+/// (Unicode format characters such as U+202E RIGHT-TO-LEFT OVERRIDE or U+FEFF), and line
+/// or paragraph separators, are refused like control characters.
+#[test]
+fn names_with_invisible_or_reordering_characters_are_refused() {
+    let server = TestServer::start();
+    let mut client = server.client();
+    let mut peer = server.client();
+    let own = client.join("me", "r");
+    let target = peer.join("a", "r");
+    assert_eq!(client.recv()[0], "stun");
+    assert_eq!(peer.recv()[0], "stun");
+    let sneaky = [
+        "\u{202e}",  // RIGHT-TO-LEFT OVERRIDE
+        "\u{feff}",  // ZERO WIDTH NO-BREAK SPACE (byte order mark)
+        "\u{200b}",  // ZERO WIDTH SPACE
+        "\u{200d}",  // ZERO WIDTH JOINER
+        "\u{2066}",  // LEFT-TO-RIGHT ISOLATE
+        "\u{ad}",    // SOFT HYPHEN
+        "\u{61c}",   // ARABIC LETTER MARK
+        "\u{2060}",  // WORD JOINER
+        "\u{fff9}",  // INTERLINEAR ANNOTATION ANCHOR
+        "\u{1343f}", // EGYPTIAN HIEROGLYPH END WALLED ENCLOSURE (Unicode 15)
+        "\u{e0041}", // TAG LATIN CAPITAL LETTER A
+        "\u{2028}",  // LINE SEPARATOR
+        "\u{2029}",  // PARAGRAPH SEPARATOR
+    ];
+    for bad in sneaky {
+        for (ident, room) in [(format!("a{bad}"), "r".to_owned()), ("a".to_owned(), format!("{bad}r"))] {
+            let call = json!(["join", ident, room]);
+            let reply = client.call(&call.to_string());
+            assert_eq!(
+                (reply[1].as_str(), error_code(&reply)),
+                (Some("join"), "bad-request"),
+                "{call}: {reply}"
+            );
+        }
+        // Written as JSON escapes too (UTF-16, so a surrogate pair above U+FFFF): decoded
+        // first, then refused.
+        let escapes: String = bad.encode_utf16().map(|unit| format!("\\u{unit:04x}")).collect();
+        let escaped = format!(r#"["join","a{escapes}","r"]"#);
+        assert_eq!(error_code(&client.call(&escaped)), "bad-request", "{escaped}");
+        // Nobody can hold such an address, so a signal to one finds no peer and a signal or
+        // leave from one is not the sender's, whether the compact form (read without
+        // serde_json) or the general one carries it.
+        let address = format!("r:a{bad}");
+        for signal in [
+            format!(r#"["signal","{own}","{address}",{{"sdp":"x"}}]"#),
+            format!(r#"["signal", "{own}", "{address}", {{"sdp":"x"}}]"#),
+        ] {
+            assert_eq!(error_code(&client.call(&signal)), "unknown-peer", "{signal}");
+        }
+        let from = format!(r#"["signal","{address}","{target}",1]"#);
+        assert_eq!(error_code(&client.call(&from)), "not-owner", "{from}");
+        assert_eq!(error_code(&client.call(&json!(["leave", address]).to_string())), "not-owner");
+    }
+    peer.expect_silence();
+    let health = server.wait_for_clients(2);
+    assert_eq!((health["rooms"].clone(), health["addresses"].clone()), (json!(1), json!(2)));
+    // Letters of every script, emoji and combining marks are still fine.
+    client.join("\u{627}\u{644}\u{639}\u{631}\u{628}\u{64a}\u{629}", "q");
+    client.join("e\u{301}t\u{e9} \u{1f600}", "\u{65e5}\u{672c}");
+}
+
 #[test]
 fn idents_per_connection_are_limited() {
     let server = TestServer::with(|config| config.room_limits.max_idents_per_conn = 2);
@@ -128,10 +192,10 @@ fn message_over_the_size_limit_closes_with_1009() {
     let server = TestServer::with(|config| config.max_message_size = 1024);
     let mut bystander = server.client();
     let mut big = server.client();
-    // Exactly at the limit is still a message (and here a refused one, as it is no call).
+    // Exactly at the limit is still a message (a ping: what follows its name is ignored).
     let at_limit = format!("[\"ping\",\"{}\"]", "x".repeat(1024 - 11));
     assert_eq!(at_limit.len(), 1024);
-    assert_eq!(error_code(&big.call(&at_limit)), "bad-request");
+    assert_eq!(big.call(&at_limit), json!(["pong"]));
     big.send(&format!("[\"ping\",\"{}\"]", "x".repeat(2000)));
     let frame = big.expect_close().expect("a close frame");
     assert_eq!(frame.code, CloseCode::Size);
@@ -485,9 +549,14 @@ fn protocol_faults_close_only_the_offending_connection() {
     let mut text_too_big = vec![0x81, 0x80 | 127];
     text_too_big.extend_from_slice(&0x7fff_ffff_ffff_ffffu64.to_be_bytes());
     text_too_big.extend_from_slice(&MASK);
+    // RFC 6455, section 5.2: the most significant bit of a 64-bit length must be 0.
     let mut length_high_bit = vec![0x82, 0x80 | 127];
     length_high_bit.extend_from_slice(&u64::MAX.to_be_bytes());
     length_high_bit.extend_from_slice(&MASK);
+    let mut small_length_high_bit = vec![0x81, 0x80 | 127];
+    small_length_high_bit.extend_from_slice(&(1u64 << 63 | 8).to_be_bytes());
+    small_length_high_bit.extend_from_slice(&MASK);
+    small_length_high_bit.extend_from_slice(br#"["ping"]"#);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked frame", frame_bytes(0x80 | OP_TEXT, None, br#"["ping"]"#), 1002),
         ("RSV1 set", frame_bytes(0xC0 | OP_TEXT, Some(MASK), br#"["ping"]"#), 1002),
@@ -500,7 +569,8 @@ fn protocol_faults_close_only_the_offending_connection() {
         ("fragmented ping", frame_bytes(OP_PING, Some(MASK), b"x"), 1002),
         ("126-byte ping", frame_bytes(0x80 | OP_PING, Some(MASK), &[b'x'; 126]), 1002),
         ("absurd length", text_too_big, 1009),
-        ("length with the high bit", length_high_bit, 1009),
+        ("length with the high bit", length_high_bit, 1002),
+        ("small length with the high bit", small_length_high_bit, 1002),
     ];
     for (what, bytes, expected) in cases {
         let mut raw = server.raw_client();

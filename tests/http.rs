@@ -67,6 +67,24 @@ fn malformed_heads_get_400_and_oversized_ones_431() {
     assert!(status_line(&server.http(&huge)).starts_with("HTTP/1.1 431"));
 }
 
+/// The documented bound on header lines: 48 are read (Host included), one more gets 431.
+#[test]
+fn up_to_48_header_lines_are_read_and_more_get_431() {
+    let server = TestServer::start();
+    let head = |lines: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for n in 1..lines {
+            head.push_str(&format!("X-Header-{n}: y\r\n"));
+        }
+        head + "\r\n"
+    };
+    assert_eq!(status_line(&server.http(head(48).as_bytes())), "HTTP/1.1 200 OK");
+    assert_eq!(
+        status_line(&server.http(head(49).as_bytes())),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
 #[test]
 fn bad_upgrade_requests_get_400() {
     let server = TestServer::start();
@@ -76,6 +94,63 @@ fn bad_upgrade_requests_get_400() {
     let no_key = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(status_line(&server.http(no_key)), "HTTP/1.1 400 Bad Request");
+}
+
+/// RFC 6455, section 4.4: a server that does not speak the client's version answers with
+/// the version it speaks, so that the client can try again with it.
+#[test]
+fn a_refused_version_is_answered_with_the_version_spoken() {
+    let server = TestServer::start();
+    for version in ["Sec-WebSocket-Version: 8\r\n", "Sec-WebSocket-Version: 14\r\n", ""] {
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{version}\r\n"
+        );
+        let response = server.http(request.as_bytes());
+        assert_eq!(status_line(&response), "HTTP/1.1 400 Bad Request", "{version}");
+        let head = response.split_once("\r\n\r\n").map_or(response.as_str(), |(head, _)| head);
+        assert!(head.lines().any(|line| line == "Sec-WebSocket-Version: 13"), "{version}: {response}");
+    }
+    // Other refusals do not name it.
+    let no_key = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    assert!(!server.http(no_key).contains("Sec-WebSocket-Version"));
+}
+
+/// RFC 6455, section 4.1: the opening handshake is an HTTP/1.1 (or later) GET with a Host
+/// header. Plain pages are still served to HTTP/1.0 clients.
+#[test]
+fn upgrades_over_http_1_0_or_without_host_get_400() {
+    let server = TestServer::start();
+    let upgrade = |line: &str, host: &str| {
+        format!(
+            "GET / {line}\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    for (what, request, says) in [
+        ("HTTP/1.0", upgrade("HTTP/1.0", "Host: x\r\n"), "HTTP/1.1"),
+        ("HTTP/1.0 without Host", upgrade("HTTP/1.0", ""), "HTTP/1.1"),
+        ("no Host", upgrade("HTTP/1.1", ""), "Host"),
+        ("empty Host", upgrade("HTTP/1.1", "Host: \r\n"), "Host"),
+    ] {
+        let response = server.http(request.as_bytes());
+        assert_eq!(status_line(&response), "HTTP/1.1 400 Bad Request", "{what}: {response}");
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        assert!(body.contains(says), "{what}: the body should say why: {body}");
+    }
+    // The same request over HTTP/1.1 with a Host is an upgrade.
+    let stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    let (head, _client) = common::RawClient::try_handshake(stream, "/", "");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // Pages over HTTP/1.0, with or without Host, are served as before.
+    for request in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.0\r\n\r\n",
+    ] {
+        assert_eq!(status_line(&server.http(request)), "HTTP/1.1 200 OK");
+    }
 }
 
 #[test]

@@ -106,6 +106,8 @@ fn check_answer(request: &Request) {
     if upgrade {
         assert_eq!(code, 101);
         assert!(request.wants_websocket() && request.method == "GET");
+        // RFC 6455, section 4.1: HTTP/1.1 or later, with a Host.
+        assert!(request.minor_version >= 1 && request.host.as_deref().is_some_and(|host| !host.is_empty()));
         assert!(header("sec-websocket-accept").is_some_and(|v| v.len() == 28));
         assert!(body.is_empty());
     } else {
@@ -115,5 +117,10 @@ fn check_answer(request: &Request) {
             .and_then(|v| v.parse().ok())
             .expect("a Content-Length");
         assert!(body.len() == length || (body.is_empty() && request.method == "HEAD"));
+        // A refused version is answered with the one spoken (RFC 6455, section 4.4).
+        if code == 400 && header("sec-websocket-version").is_some() {
+            assert!(request.wants_websocket() && request.ws_version.as_deref() != Some("13"));
+            assert_eq!(header("sec-websocket-version"), Some(&b"13"[..]));
+        }
     }
 }

@@ -413,7 +413,9 @@ impl Model {
     }
 
     fn valid_name(&self, name: &str) -> bool {
-        !name.is_empty() && name.len() <= self.limits.max_name_len && !name.chars().any(char::is_control)
+        !name.is_empty()
+            && name.len() <= self.limits.max_name_len
+            && !name.chars().any(diva_signal::ident::is_forbidden_in_name)
     }
 }
 
