@@ -121,6 +121,9 @@ pub struct Server {
     outbound_total: u64,
     /// What relayed signals may take of one client's queue.
     queue_limits: QueueLimits,
+    /// A signal was refused because all queues together were full, and a quarter of the
+    /// bound has not been free since.
+    outbound_bound_hit: bool,
     /// Connections that were still open when the shutdown's grace period ran out.
     dropped_at_shutdown: usize,
 }
@@ -174,6 +177,7 @@ impl Server {
             released_since_trim: false,
             next_trim: now,
             outbound_total: 0,
+            outbound_bound_hit: false,
             queue_limits,
             dropped_at_shutdown: 0,
         })
@@ -428,7 +432,10 @@ impl Server {
         } else {
             match request.path() {
                 "/health" => {
-                    Answer::Close(http::health_response(request, self.stats(), self.started.elapsed()))
+                    // The figures are about clients: the request asking for them is not one.
+                    let mut stats = self.stats();
+                    stats.connections = stats.connections.saturating_sub(1);
+                    Answer::Close(http::health_response(request, stats, self.started.elapsed()))
                 }
                 "/metrics" if self.config.metrics => {
                     if client.is_some_and(|ip| self.config.may_read_metrics(ip)) {
@@ -623,6 +630,7 @@ impl Server {
                     let result = if relayed.is_some() && self.outbound_full(text.len()) {
                         // Memory for queued output is spent: signals wait; replies and
                         // notices, which keep the room state right, still go.
+                        self.outbound_bound_hit = true;
                         Err(SendError::Busy(Refusal::QueueFull))
                     } else {
                         match self.with_output(to, |conn| conn.send(text, relayed)) {
@@ -840,17 +848,20 @@ impl Server {
         }
     }
 
-    /// Over the server-wide bound on queued output, drops the clients whose sockets have
-    /// taken nothing for longest (`stalled`: for how long, bytes queued, which), until
-    /// back under it. Clients that read, however slowly, are never dropped for it: their
-    /// signals are refused instead (see [`Server::outbound_full`]).
+    /// Once the server-wide bound on queued output has refused a signal, drops the clients
+    /// whose sockets have taken nothing for longest (`stalled`: for how long, bytes queued,
+    /// which) until a quarter of the bound is free again. Clients that read, however
+    /// slowly, are never dropped for it: their signals are refused instead.
     fn relieve_outbound_pressure(&mut self, mut stalled: Vec<(Duration, u64, ConnId)>) {
-        if !self.outbound_full(0) {
+        let room = self.config.max_outbound_total / 4;
+        if !self.outbound_bound_hit || !self.outbound_full(room) {
+            // Not pressed, or no longer: clients that read have made room by themselves.
+            self.outbound_bound_hit = false;
             return;
         }
         stalled.sort_unstable_by(|a, b| b.cmp(a));
         for (stalled_for, queued, key) in stalled {
-            if !self.outbound_full(0) {
+            if !self.outbound_full(room) {
                 break;
             }
             if self.conns.get(key).is_none_or(|conn| conn.finished) {

@@ -308,3 +308,86 @@ fn signals_across_rooms_are_refused() {
     alice.send(&json!(["signal", a, b, "hi"]).to_string());
     assert_eq!(bob.recv(), json!(["signal", b, a, "hi"]));
 }
+
+// --- 4. A bound on all queued output --------------------------------------------------------
+
+/// The value of one sample in `/metrics`.
+fn metric(server: &TestServer, name: &str) -> u64 {
+    let response = server.get("/metrics");
+    let line = response
+        .lines()
+        .find(|line| line.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in {response}"));
+    line.rsplit(' ').next().and_then(|value| value.parse().ok()).expect("a whole number")
+}
+
+/// Many receivers that never read: what the server queues for them all stays under
+/// `--max-outbound-total`; signals past it are refused, and the stalled receivers are
+/// dropped to make room, while a reading client is served throughout.
+#[test]
+fn queued_output_is_bounded_server_wide_and_stalled_readers_give_way() {
+    const SINKS: usize = 40;
+    const TOTAL: u64 = 1024 * 1024;
+    let server = TestServer::with(|config| {
+        config.max_outbound = 256 * 1024;
+        config.max_outbound_total = TOTAL as usize;
+        // Only the server-wide bound drops anyone here.
+        config.stall_timeout = Duration::from_secs(60);
+        unlimited_rate(config);
+    });
+    let mut senders: Vec<(Client, String)> = (0..2)
+        .map(|n| {
+            let mut sender = server.client();
+            let address = sender.join(&format!("sender{n}"), "r");
+            (sender, address)
+        })
+        .collect();
+    // Never read from: the kernel soon stops taking anything for them.
+    let sinks: Vec<RawClient> = (0..SINKS).map(|n| slow_member(&server, &format!("sink{n}"), "r")).collect();
+    let mut refused = 0;
+    for (sender, address) in &mut senders {
+        // Drain the stuns first, so that replies below are the flood's.
+        sender.send(r#"["ping"]"#);
+        while sender.recv() != json!(["pong"]) {}
+        for n in 0..SINKS {
+            refused += flood_signals(sender, address, &format!("r:sink{n}"), 30_000, 4);
+            let queued = metric(&server, "diva_signal_outbound_queued_bytes");
+            // One message may go into an empty queue past the bound; notices are small.
+            assert!(queued <= TOTAL + 64 * 1024, "{queued} bytes queued, bound {TOTAL}");
+        }
+    }
+    assert!(refused > 0, "the server-wide bound never refused a signal");
+    // Stalled for a second under pressure: dropped, longest stalled first, until under it.
+    let start = Instant::now();
+    while metric(&server, "diva_signal_pressure_drops_total") == 0 {
+        assert!(start.elapsed() < PATIENCE, "no stalled reader was dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.wait_for_health("queues under the bound", |_| {
+        metric(&server, "diva_signal_outbound_queued_bytes") <= TOTAL
+    });
+    // Readers that read are served all along.
+    let (mut alice, a, mut bob, b) = {
+        let mut alice = server.client();
+        let mut bob = server.client();
+        let a = alice.join("alice", "quiet");
+        let b = bob.join("bob", "quiet");
+        alice.recv();
+        bob.recv();
+        (alice, a, bob, b)
+    };
+    alice.send(&json!(["signal", a, b, "hello"]).to_string());
+    assert_eq!(bob.recv(), json!(["signal", b, a, "hello"]));
+    drop(sinks);
+}
+
+// --- 6. Smaller findings ---------------------------------------------------------------------
+
+/// `/health` counts clients, not the request asking for it.
+#[test]
+fn health_does_not_count_its_own_request() {
+    let server = TestServer::start();
+    assert_eq!(server.health()["connections"], 0);
+    let _client = server.client();
+    server.wait_for_health("one client", |health| health["connections"] == 1);
+}

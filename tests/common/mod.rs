@@ -100,9 +100,9 @@ impl TestServer {
         }
     }
 
-    /// Connections other than the one asking for `/health`.
+    /// Waits until `/health` counts `n` client connections (never the one asking it).
     pub fn wait_for_clients(&self, n: u64) -> Value {
-        self.wait_for_health(&format!("{n} client connection(s)"), |h| h["connections"] == n + 1)
+        self.wait_for_health(&format!("{n} client connection(s)"), |h| h["connections"] == n)
     }
 }
 
