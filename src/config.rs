@@ -61,11 +61,7 @@ pub struct IpNet {
 impl IpNet {
     /// True when `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
@@ -87,7 +83,7 @@ impl std::str::FromStr for IpNet {
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
         let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
+        let prefix: u8 = match prefix {
             None => max,
             Some(p) => p
                 .parse()
@@ -95,7 +91,13 @@ impl std::str::FromStr for IpNet {
                 .filter(|&p| p <= max)
                 .ok_or_else(|| format!("bad prefix length in {text:?}"))?,
         };
-        Ok(IpNet { addr, prefix })
+        // ::ffff:10.0.0.0/104 is 10.0.0.0/8: addresses are compared in their IPv4 form.
+        match addr {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => {
+                Ok(IpNet { addr: addr.to_canonical(), prefix: prefix - 96 })
+            }
+            _ => Ok(IpNet { addr, prefix }),
+        }
     }
 }
 
@@ -416,7 +418,7 @@ impl Config {
     pub fn may_read_metrics(&self, ip: IpAddr) -> bool {
         match &self.metrics_allow {
             Some(nets) => nets.iter().any(|net| net.contains(ip)),
-            None => IpNet { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 }.contains(ip) || ip.is_loopback(),
+            None => ip.to_canonical().is_loopback(),
         }
     }
 
@@ -600,6 +602,10 @@ mod tests {
         assert!(default.may_read_metrics("::ffff:127.0.0.1".parse().expect("ip")));
         assert!(!default.may_read_metrics("192.0.2.1".parse().expect("ip")));
         assert!(parse(&["--metrics-allow", "10.0.0.0/33"], &[]).is_err());
+        let mapped = parse(&["--metrics-allow", "::ffff:10.0.0.0/104"], &[]).expect("valid");
+        assert!(mapped.may_read_metrics("10.9.8.7".parse().expect("ip")));
+        assert!(mapped.may_read_metrics("::ffff:10.9.8.7".parse().expect("ip")));
+        assert!(!mapped.may_read_metrics("11.0.0.1".parse().expect("ip")));
         assert!(parse(&["--metrics", "maybe"], &[]).is_err());
     }
 

@@ -268,6 +268,10 @@ impl Server {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    // A `::` listener sees IPv4 clients as ::ffff:a.b.c.d, which is neither
+                    // loopback nor in any IPv4 network to the standard library. From here on
+                    // every address is in its plain form, so each check sees the same one.
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     self.metrics.connections_accepted += 1;
                     if self.conns.len() >= self.max_connections {
                         self.metrics.connection_limit_hits += 1;
