@@ -20,6 +20,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::admission::{self, Client};
 use crate::config::Config;
 use crate::conn::{self, AfterReply, Conn, HeadRead, Inbox, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
 use crate::http::{self, Answer, Request, Status};
@@ -385,7 +386,7 @@ impl Server {
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
         let peer = self.conns.get(key).map(|conn| conn.peer);
-        let client = peer.map(|peer| self.client_ip(peer.ip(), request));
+        let client = peer.map(|peer| self.client(peer.ip(), request)).and_then(Client::ip);
         let answer = if request.wants_websocket() {
             match self.admission_refusal(request) {
                 Some((status, why)) => Answer::Close(http::error_response(status, why)),
@@ -425,20 +426,14 @@ impl Server {
         }
     }
 
-    /// The client's address: the socket's peer, or with `--trust-proxy` the address the
-    /// proxy put last in `X-Forwarded-For`. A request that came through a proxy the
-    /// server does not trust never counts as local.
-    fn client_ip(&self, peer: IpAddr, request: &Request) -> IpAddr {
-        let forwarded = request
-            .forwarded_for
-            .as_deref()
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        match (self.config.trust_proxy, forwarded, &request.forwarded_for) {
-            (true, Some(ip), _) => ip,
-            (false, _, Some(_)) if peer.is_loopback() => IpAddr::from([0, 0, 0, 0]),
-            _ => peer,
-        }
+    /// Who sent `request` over a connection from `peer`: the peer, or when the peer is a
+    /// proxy named by `--trust-proxy`, the client it forwarded for. A request that came
+    /// through a proxy the server does not trust has no known client, so it never counts
+    /// as local or allowed.
+    fn client(&self, peer: IpAddr, request: &Request) -> Client {
+        admission::resolve_client(peer, request.forwarded_for.as_deref(), |ip| {
+            self.config.is_trusted_proxy(ip)
+        })
     }
 
     /// The metrics text, with the byte counts of open connections included.
