@@ -21,6 +21,8 @@ pub struct Config {
     pub max_message_size: usize,
     /// Open client connections at most; `None` derives it from the open-file limit.
     pub max_connections: Option<usize>,
+    /// Open connections from one IPv4 address or IPv6 /64 at most; 0: no such limit.
+    pub max_connections_per_ip: u32,
     pub room_limits: RoomLimits,
     /// Sustained messages per second one connection may send.
     pub rate_per_sec: u32,
@@ -111,6 +113,7 @@ impl Default for Config {
             log_level: LevelFilter::Info,
             max_message_size: 64 * 1024,
             max_connections: None,
+            max_connections_per_ip: 256,
             room_limits: RoomLimits::default(),
             rate_per_sec: 100,
             rate_burst: 500,
@@ -204,6 +207,14 @@ const SETTINGS: &[Setting] = &[
             c.max_connections = Some(n);
             Ok(())
         },
+    },
+    Setting {
+        switch: false,
+        flag: "--max-connections-per-ip",
+        env: "MAX_CONNECTIONS_PER_IP",
+        default: "256",
+        help: "open connections from one IPv4 address or IPv6 /64; more get HTTP 429 (0: no limit)",
+        apply: |c, v| parse_into(&mut c.max_connections_per_ip, v, "a whole number (0: no limit)"),
     },
     Setting {
         switch: false,
@@ -614,6 +625,11 @@ mod tests {
         assert_eq!(parse(&[], &[]).expect("defaults").busy_poll, Duration::ZERO);
         let busy = parse(&["--busy-poll", "200"], &[]).expect("valid");
         assert_eq!(busy.busy_poll, Duration::from_micros(200));
+        assert_eq!(parse(&[], &[]).expect("defaults").max_connections_per_ip, 256);
+        let per_ip = parse(&["--max-connections-per-ip", "0"], &[("MAX_CONNECTIONS_PER_IP", "9")]);
+        assert_eq!(per_ip.expect("valid").max_connections_per_ip, 0);
+        let per_ip = parse(&[], &[("MAX_CONNECTIONS_PER_IP", "9")]);
+        assert_eq!(per_ip.expect("valid").max_connections_per_ip, 9);
     }
 
     #[test]
@@ -627,6 +643,8 @@ mod tests {
             (&["--rate", "0"][..], &[][..]),
             (&["--busy-poll", "2000000"][..], &[][..]),
             (&["--busy-poll", "-1"][..], &[][..]),
+            (&["--max-connections-per-ip", "-1"][..], &[][..]),
+            (&["--max-connections-per-ip", "many"][..], &[][..]),
             (&["--idle-timeout", "10", "--ping-interval", "20"][..], &[][..]),
             (&["--access-token", "a b"][..], &[][..]),
         ] {

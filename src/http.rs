@@ -160,6 +160,7 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     HeadTooLarge,
+    TooManyRequests,
     ServiceUnavailable,
 }
 
@@ -173,6 +174,7 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::HeadTooLarge => 431,
+            Status::TooManyRequests => 429,
             Status::ServiceUnavailable => 503,
         }
     }
@@ -186,6 +188,7 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::HeadTooLarge => "Request Header Fields Too Large",
+            Status::TooManyRequests => "Too Many Requests",
             Status::ServiceUnavailable => "Service Unavailable",
         }
     }

@@ -20,7 +20,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::admission::{self, Client};
+use crate::admission::{self, Admission, Client, Decision, HTTP_RESERVE};
 use crate::config::Config;
 use crate::conn::{self, AfterReply, Conn, HeadRead, Inbox, Phase, ReadAhead, ReadEnd, SendError, WriteEnd};
 use crate::http::{self, Answer, Request, Status};
@@ -85,6 +85,8 @@ pub struct Server {
     config: Config,
     ws_config: WebSocketConfig,
     max_connections: usize,
+    /// Who may take a slot: the connection limit, the limit per address, the HTTP reserve.
+    admission: Admission,
     started: Instant,
     metrics: Metrics,
     conns: Slab<Conn>,
@@ -140,6 +142,7 @@ impl Server {
             shutdown_rx,
             shutdown_tx,
             rooms: Rooms::new(config.room_limits),
+            admission: Admission::new(max_connections, config.max_connections_per_ip),
             config,
             ws_config,
             max_connections,
@@ -274,12 +277,22 @@ impl Server {
                     // every address is in its plain form, so each check sees the same one.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     self.metrics.connections_accepted += 1;
-                    if self.conns.len() >= self.max_connections {
-                        self.metrics.connection_limit_hits += 1;
-                        refuse_busy(stream);
-                        continue;
+                    // A trusted proxy speaks for many clients: its connections count against
+                    // the client it names, once the request head says who that is.
+                    let charge = Some(peer.ip()).filter(|&ip| !self.config.is_trusted_proxy(ip));
+                    let privileged = || self.is_local_or_monitoring(peer.ip(), &stream);
+                    match self.admission.judge(charge, privileged) {
+                        Decision::Admit => self.admit(stream, peer, charge, false, now),
+                        Decision::AdmitReserved => self.admit(stream, peer, charge, true, now),
+                        Decision::RefuseFull => {
+                            self.metrics.connection_limit_hits += 1;
+                            refuse(stream, Status::ServiceUnavailable, AT_CONNECTION_LIMIT);
+                        }
+                        Decision::RefuseAddress => {
+                            self.metrics.address_limit_hits += 1;
+                            refuse(stream, Status::TooManyRequests, AT_ADDRESS_LIMIT);
+                        }
                     }
-                    self.admit(stream, peer, now);
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
@@ -312,7 +325,23 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    /// True when `ip`, a new connection's peer, may use the HTTP reserve: loopback, an
+    /// address of this host (`--healthcheck` with a specific `--bind` comes from there), or
+    /// a network allowed to read `/metrics`.
+    fn is_local_or_monitoring(&self, ip: IpAddr, stream: &TcpStream) -> bool {
+        ip.is_loopback()
+            || self.config.may_read_metrics(ip)
+            || stream.local_addr().is_ok_and(|local| local.ip().to_canonical() == ip)
+    }
+
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        charge: Option<IpAddr>,
+        reserved: bool,
+        now: Instant,
+    ) {
         // Signaling is small messages that want to go out at once.
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
@@ -327,6 +356,7 @@ impl Server {
         let rate = TokenBucket::new(self.config.rate_burst, now);
         let conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
         entry.insert(conn);
+        self.admission.admit(key, charge, reserved);
     }
 
     fn on_readable(&mut self, key: ConnId, now: Instant) {
@@ -386,8 +416,11 @@ impl Server {
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
         let peer = self.conns.get(key).map(|conn| conn.peer);
-        let client = peer.map(|peer| self.client(peer.ip(), request)).and_then(Client::ip);
-        let answer = if request.wants_websocket() {
+        let resolved = peer.map(|peer| self.client(peer.ip(), request));
+        let client = resolved.and_then(Client::ip);
+        let answer = if let Some(refusal) = self.slot_refusal(key, resolved, request) {
+            Answer::Close(refusal)
+        } else if request.wants_websocket() {
             match self.admission_refusal(request) {
                 Some((status, why)) => Answer::Close(http::error_response(status, why)),
                 None => http::answer(request, self.stats()),
@@ -424,6 +457,37 @@ impl Server {
                 self.reply(key, body, AfterReply::Upgrade { leftover }, now);
             }
         }
+    }
+
+    /// Why connection `key` may not have `request` from `client` answered in the slot it
+    /// holds, as the response that says so, if it may not.
+    fn slot_refusal(&mut self, key: ConnId, client: Option<Client>, request: &Request) -> Option<Vec<u8>> {
+        if self.admission.is_reserved(key) {
+            // The reserve is for a local health check or scrape: not for a WebSocket, and not
+            // for a remote client that a local proxy forwards.
+            let local = match client {
+                Some(Client::Direct(_)) => true,
+                Some(Client::Forwarded(ip)) => ip.is_loopback() || self.config.may_read_metrics(ip),
+                Some(Client::Unknown) | None => false,
+            };
+            if request.wants_websocket() || !local {
+                // It is here because the table is full, or because its address had no room.
+                if self.admission.table_full() {
+                    self.metrics.connection_limit_hits += 1;
+                    return Some(http::error_response(Status::ServiceUnavailable, AT_CONNECTION_LIMIT));
+                }
+                self.metrics.address_limit_hits += 1;
+                return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
+            }
+        } else if let Some(Client::Forwarded(ip)) = client
+            && !self.admission.charge(key, ip)
+        {
+            // Only a trusted proxy's connection has a forwarded client; it counts against
+            // that client from now on, as a direct connection from there would.
+            self.metrics.address_limit_hits += 1;
+            return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
+        }
+        None
     }
 
     /// Who sent `request` over a connection from `peer`: the peer, or when the peer is a
@@ -650,6 +714,8 @@ impl Server {
         for key in std::mem::take(&mut self.to_remove) {
             if let Some(mut conn) = self.conns.try_remove(key) {
                 let _ = self.poll.registry().deregister(&mut conn.socket.stream);
+                // Here and only here: the one place a connection leaves the table.
+                self.admission.release(key);
             }
         }
     }
@@ -738,9 +804,13 @@ impl Server {
     }
 }
 
-/// Answers a client over the connection limit with 503 and closes, without keeping it.
-fn refuse_busy(mut stream: TcpStream) {
-    let body = http::error_response(Status::ServiceUnavailable, "The server is at its connection limit.");
+const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
+const AT_ADDRESS_LIMIT: &str =
+    "Too many connections from your address (see --max-connections-per-ip); close some and retry.";
+
+/// Answers a client that may not come in and closes, without keeping it.
+fn refuse(mut stream: TcpStream, status: Status, why: &str) {
+    let body = http::error_response(status, why);
     let _ = stream.write(&body);
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
@@ -785,7 +855,9 @@ fn default_max_connections() -> usize {
         }
         limit.rlim_cur
     };
-    usize::try_from(soft.saturating_sub(FD_HEADROOM).clamp(16, 1 << 20)).unwrap_or(1024)
+    // The reserved HTTP slots take descriptors too.
+    let headroom = FD_HEADROOM + HTTP_RESERVE as u64;
+    usize::try_from(soft.saturating_sub(headroom).clamp(16, 1 << 20)).unwrap_or(1024)
 }
 
 #[cfg(test)]
