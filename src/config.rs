@@ -196,8 +196,8 @@ const SETTINGS: &[Setting] = &[
         switch: false,
         flag: "--max-connections",
         env: "MAX_CONNECTIONS",
-        default: "from open-file limit",
-        help: "open client connections at most; more get HTTP 503",
+        default: "open-file limit - 40",
+        help: "open client connections at most; more get HTTP 503 (8 more kept for local HTTP)",
         apply: |c, v| {
             let mut n = 0usize;
             parse_into(&mut n, v, "a whole number of at least 1")?;
