@@ -4,7 +4,7 @@
 //! wins over the variable. One table, [`SETTINGS`], drives parsing and `--help`.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -21,6 +21,8 @@ pub struct Config {
     pub max_message_size: usize,
     /// Open client connections at most; `None` derives it from the open-file limit.
     pub max_connections: Option<usize>,
+    /// Open connections from one IPv4 address or IPv6 /64 at most; 0: no such limit.
+    pub max_connections_per_ip: u32,
     pub room_limits: RoomLimits,
     /// Sustained messages per second one connection may send.
     pub rate_per_sec: u32,
@@ -49,11 +51,13 @@ pub struct Config {
     pub metrics: bool,
     /// Client networks allowed to read `/metrics`; `None` means loopback only.
     pub metrics_allow: Option<Vec<IpNet>>,
-    /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
-    pub trust_proxy: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: none.
+    pub trust_proxy: Vec<IpNet>,
     /// Keep polling without sleeping for this long after the last event (zero: never).
     /// Saves the wake-up latency of an idle process at the cost of a busy core.
     pub busy_poll: Duration,
+    /// Things in the configuration the operator should hear about, logged at start.
+    pub warnings: Vec<String>,
 }
 
 /// An IP network: an address and a prefix length, such as 127.0.0.0/8.
@@ -66,11 +70,7 @@ pub struct IpNet {
 impl IpNet {
     /// True when `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
@@ -92,7 +92,7 @@ impl std::str::FromStr for IpNet {
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
         let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
+        let prefix: u8 = match prefix {
             None => max,
             Some(p) => p
                 .parse()
@@ -100,7 +100,13 @@ impl std::str::FromStr for IpNet {
                 .filter(|&p| p <= max)
                 .ok_or_else(|| format!("bad prefix length in {text:?}"))?,
         };
-        Ok(IpNet { addr, prefix })
+        // ::ffff:10.0.0.0/104 is 10.0.0.0/8: addresses are compared in their IPv4 form.
+        match addr {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => {
+                Ok(IpNet { addr: addr.to_canonical(), prefix: prefix - 96 })
+            }
+            _ => Ok(IpNet { addr, prefix }),
+        }
     }
 }
 
@@ -112,6 +118,7 @@ impl Default for Config {
             log_level: LevelFilter::Info,
             max_message_size: 64 * 1024,
             max_connections: None,
+            max_connections_per_ip: 256,
             room_limits: RoomLimits::default(),
             rate_per_sec: 100,
             rate_burst: 500,
@@ -126,8 +133,9 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             metrics: true,
             metrics_allow: None,
-            trust_proxy: false,
+            trust_proxy: Vec::new(),
             busy_poll: Duration::ZERO,
+            warnings: Vec::new(),
         }
     }
 }
@@ -147,7 +155,7 @@ type Apply = fn(&mut Config, &str) -> Result<(), String>;
 /// One setting: its flag, its environment variable, its help line and how to apply a value.
 struct Setting {
     flag: &'static str,
-    /// A switch takes no value on the command line (`--flag` means true).
+    /// The value may be left out on the command line: `--flag` alone means `on`.
     switch: bool,
     env: &'static str,
     default: &'static str,
@@ -195,8 +203,8 @@ const SETTINGS: &[Setting] = &[
         switch: false,
         flag: "--max-connections",
         env: "MAX_CONNECTIONS",
-        default: "from open-file limit",
-        help: "open client connections at most; more get HTTP 503",
+        default: "open-file limit - 40",
+        help: "open client connections at most; more get HTTP 503 (8 more kept for local HTTP)",
         apply: |c, v| {
             let mut n = 0usize;
             parse_into(&mut n, v, "a whole number of at least 1")?;
@@ -206,6 +214,14 @@ const SETTINGS: &[Setting] = &[
             c.max_connections = Some(n);
             Ok(())
         },
+    },
+    Setting {
+        switch: false,
+        flag: "--max-connections-per-ip",
+        env: "MAX_CONNECTIONS_PER_IP",
+        default: "256",
+        help: "open connections from one IPv4 address or IPv6 /64; more get HTTP 429 (0: no limit)",
+        apply: |c, v| parse_into(&mut c.max_connections_per_ip, v, "a whole number (0: no limit)"),
     },
     Setting {
         switch: false,
@@ -365,8 +381,9 @@ const SETTINGS: &[Setting] = &[
         flag: "--trust-proxy",
         env: "TRUST_PROXY",
         default: "off",
-        help: "behind a reverse proxy: client address from X-Forwarded-For",
-        apply: |c, v| bool_into(&mut c.trust_proxy, v),
+        help: "reverse proxies (networks) whose X-Forwarded-For is read (repeatable; env: \
+               comma-separated; on: loopback, deprecated)",
+        apply: trust_proxy_into,
     },
     Setting {
         switch: false,
@@ -401,7 +418,7 @@ impl Config {
             }
         }
         // Flags replace what the environment said, except repeatable lists, which extend it.
-        let mut args = args.into_iter();
+        let mut args = args.into_iter().peekable();
         let mut healthcheck = false;
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -423,7 +440,9 @@ impl Config {
                 .ok_or_else(|| format!("unknown option {flag:?} (see --help)"))?;
             let value = match inline {
                 Some(value) => value,
-                None if setting.switch => "true".to_owned(),
+                // `--trust-proxy 10.0.0.1` and a bare `--trust-proxy` (then `on`) both work:
+                // no value of a switch starts with a dash, every flag does.
+                None if setting.switch => args.next_if(|next| !next.starts_with('-')).unwrap_or("on".into()),
                 None => args.next().ok_or_else(|| format!("option {flag} needs a value (see --help)"))?,
             };
             (setting.apply)(&mut config, &value).map_err(|why| format!("option {flag} {value:?}: {why}"))?;
@@ -435,11 +454,16 @@ impl Config {
         Ok(Command::Run(Box::new(config)))
     }
 
+    /// True when `ip` is a reverse proxy whose `X-Forwarded-For` is believed.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trust_proxy.iter().any(|net| net.contains(ip))
+    }
+
     /// True when a client at `ip` may read `/metrics`.
     pub fn may_read_metrics(&self, ip: IpAddr) -> bool {
         match &self.metrics_allow {
             Some(nets) => nets.iter().any(|net| net.contains(ip)),
-            None => IpNet { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 }.contains(ip) || ip.is_loopback(),
+            None => ip.to_canonical().is_loopback(),
         }
     }
 
@@ -534,6 +558,43 @@ fn bool_into(slot: &mut bool, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `--trust-proxy`: `off`, or networks, where `on` (the switch it used to be, which
+/// trusted any peer) stands for loopback, so that old configurations keep starting.
+fn trust_proxy_into(config: &mut Config, value: &str) -> Result<(), String> {
+    const ON: [&str; 4] = ["1", "true", "on", "yes"];
+    const OFF: [&str; 4] = ["0", "false", "off", "no"];
+    if OFF.contains(&value.trim().to_ascii_lowercase().as_str()) {
+        config.trust_proxy.clear();
+        return Ok(());
+    }
+    let mut nets = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        if ON.contains(&item.to_ascii_lowercase().as_str()) {
+            let warning = format!(
+                "--trust-proxy {item} is deprecated and now trusts loopback proxies only \
+                 (127.0.0.0/8, ::1); name your proxies' networks instead"
+            );
+            if !config.warnings.contains(&warning) {
+                config.warnings.push(warning);
+            }
+            nets.extend(LOOPBACK);
+        } else {
+            nets.push(item.parse()?);
+        }
+    }
+    if nets.is_empty() {
+        return Err("expected networks such as 127.0.0.1 or 10.0.0.0/8, or off".into());
+    }
+    config.trust_proxy.extend(nets);
+    Ok(())
+}
+
+/// The networks `--trust-proxy on` stands for: 127.0.0.0/8 and ::1.
+const LOOPBACK: [IpNet; 2] = [
+    IpNet { addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), prefix: 8 },
+    IpNet { addr: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128 },
+];
+
 fn list_into(list: &mut Vec<String>, value: &str) -> Result<(), String> {
     let items: Vec<String> =
         value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect();
@@ -587,6 +648,11 @@ mod tests {
         assert_eq!(parse(&[], &[]).expect("defaults").busy_poll, Duration::ZERO);
         let busy = parse(&["--busy-poll", "200"], &[]).expect("valid");
         assert_eq!(busy.busy_poll, Duration::from_micros(200));
+        assert_eq!(parse(&[], &[]).expect("defaults").max_connections_per_ip, 256);
+        let per_ip = parse(&["--max-connections-per-ip", "0"], &[("MAX_CONNECTIONS_PER_IP", "9")]);
+        assert_eq!(per_ip.expect("valid").max_connections_per_ip, 0);
+        let per_ip = parse(&[], &[("MAX_CONNECTIONS_PER_IP", "9")]);
+        assert_eq!(per_ip.expect("valid").max_connections_per_ip, 9);
     }
 
     #[test]
@@ -600,6 +666,8 @@ mod tests {
             (&["--rate", "0"][..], &[][..]),
             (&["--busy-poll", "2000000"][..], &[][..]),
             (&["--busy-poll", "-1"][..], &[][..]),
+            (&["--max-connections-per-ip", "-1"][..], &[][..]),
+            (&["--max-connections-per-ip", "many"][..], &[][..]),
             (&["--idle-timeout", "10", "--ping-interval", "20"][..], &[][..]),
             (&["--access-token", "a b"][..], &[][..]),
         ] {
@@ -609,20 +677,64 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_networks_and_on_means_loopback() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let nets = parse(&["--trust-proxy", "10.0.0.0/8", "--trust-proxy=192.0.2.7"], &[]).expect("valid");
+        assert!(nets.is_trusted_proxy(ip("10.1.2.3")) && nets.is_trusted_proxy(ip("192.0.2.7")));
+        assert!(nets.is_trusted_proxy(ip("::ffff:10.1.2.3")));
+        assert!(!nets.is_trusted_proxy(ip("127.0.0.1")) && !nets.is_trusted_proxy(ip("192.0.2.8")));
+        assert!(nets.warnings.is_empty());
+        // The environment is a comma-separated list; flags add to it.
+        let env = parse(&["--trust-proxy", "10.0.0.1"], &[("TRUST_PROXY", "127.0.0.1, ::1")]).expect("valid");
+        assert!(env.is_trusted_proxy(ip("127.0.0.1")) && env.is_trusted_proxy(ip("::1")));
+        assert!(env.is_trusted_proxy(ip("10.0.0.1")) && !env.is_trusted_proxy(ip("127.0.0.2")));
+        // on, true and a bare flag (the old switch) mean loopback only, with a warning.
+        for (args, env) in [
+            (&["--trust-proxy"][..], &[][..]),
+            (&["--trust-proxy", "--port", "1"][..], &[][..]),
+            (&["--trust-proxy", "on"][..], &[][..]),
+            (&["--trust-proxy=true"][..], &[][..]),
+            (&[][..], &[("TRUST_PROXY", "on")][..]),
+            (&[][..], &[("TRUST_PROXY", "yes")][..]),
+        ] {
+            let config = parse(args, env).expect("valid");
+            assert!(
+                config.is_trusted_proxy(ip("127.0.0.1")) && config.is_trusted_proxy(ip("::1")),
+                "{args:?}"
+            );
+            assert!(
+                config.is_trusted_proxy(ip("127.9.9.9")) && config.is_trusted_proxy(ip("::ffff:127.0.0.1"))
+            );
+            assert!(!config.is_trusted_proxy(ip("203.0.113.9")), "{args:?} {env:?}");
+            assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        }
+        for off in [&["--trust-proxy", "off"][..], &["--trust-proxy=false"][..], &[][..]] {
+            assert!(parse(off, &[("TRUST_PROXY", "0")]).expect("valid").trust_proxy.is_empty());
+        }
+        let cleared = parse(&["--trust-proxy", "off"], &[("TRUST_PROXY", "10.0.0.0/8")]).expect("valid");
+        assert!(cleared.trust_proxy.is_empty());
+        for bad in ["maybe", "10.0.0.0/33", "", " , ", "10.0.0.1, nonsense"] {
+            assert!(parse(&["--trust-proxy", bad], &[]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn networks_and_switches() {
-        let config = parse(&["--trust-proxy", "--metrics-allow", "10.0.0.0/8", "--metrics-allow=::1"], &[])
-            .expect("valid");
-        assert!(config.trust_proxy);
+        let config = parse(&["--metrics-allow", "10.0.0.0/8", "--metrics-allow=::1"], &[]).expect("valid");
         assert!(config.may_read_metrics("10.1.2.3".parse().expect("ip")));
         assert!(config.may_read_metrics("::1".parse().expect("ip")));
         assert!(!config.may_read_metrics("127.0.0.1".parse().expect("ip")));
         assert!(!config.may_read_metrics("11.0.0.1".parse().expect("ip")));
         let default = parse(&[], &[("METRICS", "off")]).expect("valid");
-        assert!(!default.metrics && !default.trust_proxy);
+        assert!(!default.metrics && default.trust_proxy.is_empty());
         assert!(default.may_read_metrics("127.0.0.1".parse().expect("ip")));
         assert!(default.may_read_metrics("::ffff:127.0.0.1".parse().expect("ip")));
         assert!(!default.may_read_metrics("192.0.2.1".parse().expect("ip")));
         assert!(parse(&["--metrics-allow", "10.0.0.0/33"], &[]).is_err());
+        let mapped = parse(&["--metrics-allow", "::ffff:10.0.0.0/104"], &[]).expect("valid");
+        assert!(mapped.may_read_metrics("10.9.8.7".parse().expect("ip")));
+        assert!(mapped.may_read_metrics("::ffff:10.9.8.7".parse().expect("ip")));
+        assert!(!mapped.may_read_metrics("11.0.0.1".parse().expect("ip")));
         assert!(parse(&["--metrics", "maybe"], &[]).is_err());
     }
 

@@ -34,6 +34,7 @@ pub struct Request {
     pub ws_version: Option<String>,
     pub ws_protocol: Option<String>,
     pub origin: Option<String>,
+    /// Every X-Forwarded-For line, joined with commas in the order received.
     pub forwarded_for: Option<String>,
 }
 
@@ -119,7 +120,21 @@ fn request_from(parsed: &httparse::Request<'_, '_>) -> Request {
         ..Request::default()
     };
     for header in parsed.headers.iter() {
-        let slot = match header.name.to_ascii_lowercase().as_str() {
+        let name = header.name.to_ascii_lowercase();
+        if name == "x-forwarded-for" {
+            // Several lines are one list (RFC 9110, 5.3): a proxy may add its own line after
+            // the client's, and the last entry is the one it vouches for. A value that is not
+            // text still counts, with its bad bytes replaced, so that dropping it cannot hide
+            // the entries after it.
+            let value = String::from_utf8_lossy(header.value);
+            let list = request.forwarded_for.get_or_insert_with(String::new);
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            list.push_str(value.trim());
+            continue;
+        }
+        let slot = match name.as_str() {
             "host" => &mut request.host,
             "upgrade" => &mut request.upgrade,
             "connection" => &mut request.connection,
@@ -127,7 +142,6 @@ fn request_from(parsed: &httparse::Request<'_, '_>) -> Request {
             "sec-websocket-version" => &mut request.ws_version,
             "sec-websocket-protocol" => &mut request.ws_protocol,
             "origin" => &mut request.origin,
-            "x-forwarded-for" => &mut request.forwarded_for,
             _ => continue,
         };
         // Header values are bytes; ones that are not text are treated as absent.
@@ -153,6 +167,7 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     HeadTooLarge,
+    TooManyRequests,
     ServiceUnavailable,
 }
 
@@ -166,6 +181,7 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::HeadTooLarge => 431,
+            Status::TooManyRequests => 429,
             Status::ServiceUnavailable => 503,
         }
     }
@@ -179,6 +195,7 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::HeadTooLarge => "Request Header Fields Too Large",
+            Status::TooManyRequests => "Too Many Requests",
             Status::ServiceUnavailable => "Service Unavailable",
         }
     }
@@ -393,6 +410,20 @@ mod tests {
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.contains("Sec-WebSocket-Protocol: chat\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn forwarded_for_lines_make_one_list() {
+        let one = complete(b"GET / HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n");
+        assert_eq!(one.forwarded_for.as_deref(), Some("192.0.2.1"));
+        let two = complete(
+            b"GET / HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1, 192.0.2.2\r\nx-forwarded-for:  192.0.2.3 \r\n\r\n",
+        );
+        assert_eq!(two.forwarded_for.as_deref(), Some("192.0.2.1, 192.0.2.2, 192.0.2.3"));
+        // A line that is not text keeps its place, so the lines after it still come last.
+        let bad = complete(b"GET / HTTP/1.1\r\nX-Forwarded-For: \xff\r\nX-Forwarded-For: 192.0.2.3\r\n\r\n");
+        assert_eq!(bad.forwarded_for.as_deref(), Some("\u{fffd}, 192.0.2.3"));
+        assert_eq!(complete(b"GET / HTTP/1.1\r\n\r\n").forwarded_for, None);
     }
 
     #[test]

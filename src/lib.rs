@@ -4,6 +4,7 @@
 //! `protocol` and `rooms` are pure (messages in, messages out); `http`, `conn`
 //! and `server` do the I/O; `config` reads flags and environment.
 
+pub mod admission;
 pub mod backlog;
 pub mod boundary;
 pub mod config;

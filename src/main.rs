@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use diva_signal::{Command, Config, Server};
-use log::{error, info};
+use log::{error, info, warn};
 
 fn main() -> ExitCode {
     let config = match Config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         simple_logger::SimpleLogger::new().with_level(config.log_level).with_utc_timestamps().init()
     {
         eprintln!("diva-signal: cannot start logging: {err}");
+    }
+    for warning in &config.warnings {
+        warn!("{warning}");
     }
     match serve(*config) {
         Ok(()) => ExitCode::SUCCESS,

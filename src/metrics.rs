@@ -86,6 +86,8 @@ pub struct Metrics {
     pub closes: [u64; CloseReason::ALL.len()],
     /// Connections refused with 503 at the connection limit.
     pub connection_limit_hits: u64,
+    /// Connections refused with 429 at the limit per address (IPv4 address or IPv6 /64).
+    pub address_limit_hits: u64,
     /// Requests answered with an HTTP error instead of a WebSocket (400, 401, 403, 431).
     pub handshake_failures: u64,
     pub accept_errors: u64,
@@ -206,6 +208,7 @@ impl Metrics {
             "Requests refused at a limit, by limit.",
             &[
                 ("{limit=\"connections\"}".to_owned(), self.connection_limit_hits),
+                ("{limit=\"connections_per_address\"}".to_owned(), self.address_limit_hits),
                 ("{limit=\"idents_or_room\"}".to_owned(), errors_of(ErrorCode::Limit)),
                 (
                     "{limit=\"message_size\"}".to_owned(),

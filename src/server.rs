@@ -20,6 +20,7 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::admission::{self, Admission, Client, Decision, HTTP_RESERVE};
 use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
@@ -91,6 +92,8 @@ pub struct Server {
     config: Config,
     ws_config: WebSocketConfig,
     max_connections: usize,
+    /// Who may take a slot: the connection limit, the limit per address, the HTTP reserve.
+    admission: Admission,
     started: Instant,
     metrics: Metrics,
     conns: Slab<Conn>,
@@ -157,6 +160,7 @@ impl Server {
             shutdown_rx,
             shutdown_tx,
             rooms: Rooms::new(config.room_limits),
+            admission: Admission::new(max_connections, config.max_connections_per_ip),
             config,
             ws_config,
             max_connections,
@@ -300,13 +304,27 @@ impl Server {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    // A `::` listener sees IPv4 clients as ::ffff:a.b.c.d, which is neither
+                    // loopback nor in any IPv4 network to the standard library. From here on
+                    // every address is in its plain form, so each check sees the same one.
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     self.metrics.connections_accepted += 1;
-                    if self.conns.len() >= self.max_connections {
-                        self.metrics.connection_limit_hits += 1;
-                        refuse_busy(stream);
-                        continue;
+                    // A trusted proxy speaks for many clients: its connections count against
+                    // the client it names, once the request head says who that is.
+                    let charge = Some(peer.ip()).filter(|&ip| !self.config.is_trusted_proxy(ip));
+                    let privileged = || self.is_local_or_monitoring(peer.ip(), &stream);
+                    match self.admission.judge(charge, privileged) {
+                        Decision::Admit => self.admit(stream, peer, charge, false, now),
+                        Decision::AdmitReserved => self.admit(stream, peer, charge, true, now),
+                        Decision::RefuseFull => {
+                            self.metrics.connection_limit_hits += 1;
+                            refuse(stream, Status::ServiceUnavailable, AT_CONNECTION_LIMIT);
+                        }
+                        Decision::RefuseAddress => {
+                            self.metrics.address_limit_hits += 1;
+                            refuse(stream, Status::TooManyRequests, AT_ADDRESS_LIMIT);
+                        }
                     }
-                    self.admit(stream, peer, now);
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
@@ -339,7 +357,23 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    /// True when `ip`, a new connection's peer, may use the HTTP reserve: loopback, an
+    /// address of this host (`--healthcheck` with a specific `--bind` comes from there), or
+    /// a network allowed to read `/metrics`.
+    fn is_local_or_monitoring(&self, ip: IpAddr, stream: &TcpStream) -> bool {
+        ip.is_loopback()
+            || self.config.may_read_metrics(ip)
+            || stream.local_addr().is_ok_and(|local| local.ip().to_canonical() == ip)
+    }
+
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        charge: Option<IpAddr>,
+        reserved: bool,
+        now: Instant,
+    ) {
         // Signaling is small messages that want to go out at once.
         let _ = stream.set_nodelay(true);
         conn::keep_unsent_small(&stream);
@@ -355,6 +389,7 @@ impl Server {
         let rate = TokenBucket::new(self.config.rate_burst, now);
         let conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
         entry.insert(conn);
+        self.admission.admit(key, charge, reserved);
     }
 
     fn on_readable(&mut self, key: ConnId, now: Instant) {
@@ -423,8 +458,11 @@ impl Server {
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
         let peer = self.conns.get(key).map(|conn| conn.peer);
-        let client = peer.map(|peer| self.client_ip(peer.ip(), request));
-        let answer = if request.wants_websocket() {
+        let resolved = peer.map(|peer| self.client(peer.ip(), request));
+        let client = resolved.and_then(Client::ip);
+        let answer = if let Some(refusal) = self.slot_refusal(key, resolved, request) {
+            Answer::Close(refusal)
+        } else if request.wants_websocket() {
             match self.admission_refusal(request) {
                 Some((status, why)) => Answer::Close(http::error_response(status, why)),
                 None => http::answer(request, self.stats()),
@@ -466,20 +504,46 @@ impl Server {
         }
     }
 
-    /// The client's address: the socket's peer, or with `--trust-proxy` the address the
-    /// proxy put last in `X-Forwarded-For`. A request that came through a proxy the
-    /// server does not trust never counts as local.
-    fn client_ip(&self, peer: IpAddr, request: &Request) -> IpAddr {
-        let forwarded = request
-            .forwarded_for
-            .as_deref()
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        match (self.config.trust_proxy, forwarded, &request.forwarded_for) {
-            (true, Some(ip), _) => ip,
-            (false, _, Some(_)) if peer.is_loopback() => IpAddr::from([0, 0, 0, 0]),
-            _ => peer,
+    /// Why connection `key` may not have `request` from `client` answered in the slot it
+    /// holds, as the response that says so, if it may not.
+    fn slot_refusal(&mut self, key: ConnId, client: Option<Client>, request: &Request) -> Option<Vec<u8>> {
+        if self.admission.is_reserved(key) {
+            // The reserve is for a local health check or scrape: not for a WebSocket, and not
+            // for a remote client that a local proxy forwards.
+            let local = match client {
+                Some(Client::Direct(_)) => true,
+                Some(Client::Forwarded(ip)) => ip.is_loopback() || self.config.may_read_metrics(ip),
+                Some(Client::Unknown) | None => false,
+            };
+            if request.wants_websocket() || !local {
+                // It is here because the table was full, or because its address had no room
+                // (whatever the table is like by now).
+                if self.admission.came_in_full(key) {
+                    self.metrics.connection_limit_hits += 1;
+                    return Some(http::error_response(Status::ServiceUnavailable, AT_CONNECTION_LIMIT));
+                }
+                self.metrics.address_limit_hits += 1;
+                return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
+            }
+        } else if let Some(Client::Forwarded(ip)) = client
+            && !self.admission.charge(key, ip)
+        {
+            // Only a trusted proxy's connection has a forwarded client; it counts against
+            // that client from now on, as a direct connection from there would.
+            self.metrics.address_limit_hits += 1;
+            return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
         }
+        None
+    }
+
+    /// Who sent `request` over a connection from `peer`: the peer, or when the peer is a
+    /// proxy named by `--trust-proxy`, the client it forwarded for. A request that came
+    /// through a proxy the server does not trust has no known client, so it never counts
+    /// as local or allowed.
+    fn client(&self, peer: IpAddr, request: &Request) -> Client {
+        admission::resolve_client(peer, request.forwarded_for.as_deref(), |ip| {
+            self.config.is_trusted_proxy(ip)
+        })
     }
 
     /// The metrics text, with the byte counts of open connections included.
@@ -773,6 +837,8 @@ impl Server {
                 if conn.buffers_grown() || conn.pending_output() > 0 {
                     self.released_since_trim = true;
                 }
+                // Here and only here: the one place a connection leaves the table.
+                self.admission.release(key);
             }
         }
     }
@@ -916,9 +982,13 @@ impl Server {
     }
 }
 
-/// Answers a client over the connection limit with 503 and closes, without keeping it.
-fn refuse_busy(mut stream: TcpStream) {
-    let body = http::error_response(Status::ServiceUnavailable, "The server is at its connection limit.");
+const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
+const AT_ADDRESS_LIMIT: &str =
+    "Too many connections from your address (see --max-connections-per-ip); close some and retry.";
+
+/// Answers a client that may not come in and closes, without keeping it.
+fn refuse(mut stream: TcpStream, status: Status, why: &str) {
+    let body = http::error_response(status, why);
     let _ = stream.write(&body);
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
@@ -963,7 +1033,9 @@ fn default_max_connections() -> usize {
         }
         limit.rlim_cur
     };
-    usize::try_from(soft.saturating_sub(FD_HEADROOM).clamp(16, 1 << 20)).unwrap_or(1024)
+    // The reserved HTTP slots take descriptors too.
+    let headroom = FD_HEADROOM + HTTP_RESERVE as u64;
+    usize::try_from(soft.saturating_sub(headroom).clamp(16, 1 << 20)).unwrap_or(1024)
 }
 
 #[cfg(test)]

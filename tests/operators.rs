@@ -119,10 +119,11 @@ fn proxied_requests_are_not_local_unless_the_proxy_is_trusted() {
         "a proxied stranger must not read metrics"
     );
 
-    let trusting = TestServer::with(|config| config.trust_proxy = true);
+    let trusting = TestServer::with(|config| config.trust_proxy = vec!["127.0.0.1".parse().expect("net")]);
     assert!(trusting.http(proxied).starts_with("HTTP/1.1 403 "));
+    // The proxy on 127.0.0.1 forwards for a client on 127.0.0.2 (itself not a proxy).
     let local_via_proxy =
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n\r\n";
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.2\r\n\r\n";
     assert!(trusting.http(local_via_proxy).starts_with("HTTP/1.1 200 "));
 }
 
