@@ -27,6 +27,9 @@ impl QueueLimits {
     }
 }
 
+/// Entries of relayed messages whose memory is kept for the next round (24 bytes each).
+const KEPT_ENTRIES: usize = 64;
+
 /// One sender may hold 1/SENDER_SHARE of a client's queue: four senders (four connections
 /// in the client's room) are needed to fill it, and each pays the rate limit.
 pub const SENDER_SHARE: u64 = 4;
@@ -55,9 +58,16 @@ pub struct Backlog {
     queued_end: u64,
     /// Position the socket has taken bytes up to.
     written: u64,
+    /// Who queued what; made on the first relayed message and dropped by
+    /// [`Backlog::release`], so that an idle connection pays one pointer for it.
+    relays: Option<Box<Relays>>,
+}
+
+#[derive(Debug, Default)]
+struct Relays {
     /// Relayed messages not yet wholly written, oldest first.
-    relayed: VecDeque<Relayed>,
-    /// Bytes each sender has in `relayed`; few senders at a time, so a list.
+    queue: VecDeque<Relayed>,
+    /// Bytes each sender has in `queue`; few senders at a time, so a list.
     by_sender: Vec<(ConnId, u64)>,
 }
 
@@ -74,7 +84,8 @@ impl Backlog {
 
     /// Bytes of `sender`'s relayed messages still queued.
     pub fn held_by(&self, sender: ConnId) -> u64 {
-        self.by_sender.iter().find(|(s, _)| *s == sender).map_or(0, |(_, bytes)| *bytes)
+        let Some(relays) = &self.relays else { return 0 };
+        relays.by_sender.iter().find(|(s, _)| *s == sender).map_or(0, |(_, bytes)| *bytes)
     }
 
     /// Whether a relayed message of `len` wire bytes from `sender` may be queued. An empty
@@ -102,24 +113,26 @@ impl Backlog {
     /// Records a relayed message of `len` wire bytes from `sender`.
     pub fn queued_relay(&mut self, sender: ConnId, len: u64) {
         let end = self.queued(len);
-        self.relayed.push_back(Relayed { sender, end, len });
-        match self.by_sender.iter_mut().find(|(s, _)| *s == sender) {
+        let relays = self.relays.get_or_insert_with(Box::default);
+        relays.queue.push_back(Relayed { sender, end, len });
+        match relays.by_sender.iter_mut().find(|(s, _)| *s == sender) {
             Some((_, bytes)) => *bytes = bytes.saturating_add(len),
-            None => self.by_sender.push((sender, len)),
+            None => relays.by_sender.push((sender, len)),
         }
     }
 
     /// The socket has taken bytes up to `written`: what lies before is no one's any more.
     pub fn written_up_to(&mut self, written: u64) {
         self.written = self.written.max(written);
-        while let Some(first) = self.relayed.front().copied().filter(|r| r.end <= self.written) {
-            self.relayed.pop_front();
-            if let Some(index) = self.by_sender.iter().position(|(s, _)| *s == first.sender)
-                && let Some((_, bytes)) = self.by_sender.get_mut(index)
+        let Some(relays) = &mut self.relays else { return };
+        while let Some(first) = relays.queue.front().copied().filter(|r| r.end <= self.written) {
+            relays.queue.pop_front();
+            if let Some(index) = relays.by_sender.iter().position(|(s, _)| *s == first.sender)
+                && let Some((_, bytes)) = relays.by_sender.get_mut(index)
             {
                 *bytes = bytes.saturating_sub(first.len);
                 if *bytes == 0 {
-                    self.by_sender.swap_remove(index);
+                    relays.by_sender.swap_remove(index);
                 }
             }
         }
@@ -130,11 +143,23 @@ impl Backlog {
     pub fn all_written(&mut self, written: u64) {
         self.written = self.written.max(written);
         self.queued_end = self.written;
-        if !self.relayed.is_empty() {
-            // Dropped, not cleared: a queue that was long keeps no memory.
-            self.relayed = VecDeque::new();
+        let Some(relays) = &mut self.relays else { return };
+        if relays.queue.capacity() > KEPT_ENTRIES {
+            // A queue that was long keeps no memory.
+            self.relays = None;
+        } else {
+            // The common case, every round of a busy client: no allocation next time.
+            relays.queue.clear();
+            relays.by_sender.clear();
         }
-        self.by_sender.clear();
+    }
+
+    /// Gives back the memory kept for who queued what, when nothing is queued (the
+    /// connection has gone quiet).
+    pub fn release(&mut self) {
+        if self.pending() == 0 {
+            self.relays = None;
+        }
     }
 }
 

@@ -149,8 +149,10 @@ pub struct Conn {
     backlog: Backlog,
     /// The last flush left output waiting for the socket.
     output_blocked: bool,
-    /// While output waits: since when the socket has taken no bytes, and its byte count then.
-    stalled_since: Option<(Instant, u64)>,
+    /// While output waits: since when the socket has taken no bytes...
+    stalled_since: Option<Instant>,
+    /// ...and its byte count then.
+    stalled_at: u64,
 }
 
 /// A liveness probe: someone asked for an address this client holds.
@@ -402,6 +404,7 @@ impl Conn {
             backlog: Backlog::default(),
             output_blocked: false,
             stalled_since: None,
+            stalled_at: 0,
         }
     }
 
@@ -591,6 +594,13 @@ impl Conn {
         if self.is_open() { self.backlog.pending() } else { 0 }
     }
 
+    /// Gives back what the output bookkeeping keeps between rounds, if nothing is queued:
+    /// the sweep does so about once a second (one allocation a second for a busy client,
+    /// none held by an idle one).
+    pub fn release_idle_bookkeeping(&mut self) {
+        self.backlog.release();
+    }
+
     /// Forgets queued output of a finished connection, whose memory goes with it.
     pub fn forget_output(&mut self) {
         self.backlog = Backlog::default();
@@ -606,9 +616,10 @@ impl Conn {
         }
         let written = self.socket.bytes_written;
         match self.stalled_since {
-            Some((since, at)) if at == written => now.saturating_duration_since(since),
+            Some(since) if self.stalled_at == written => now.saturating_duration_since(since),
             _ => {
-                self.stalled_since = Some((now, written));
+                self.stalled_since = Some(now);
+                self.stalled_at = written;
                 Duration::ZERO
             }
         }

@@ -862,6 +862,7 @@ impl Server {
                 continue;
             }
             conn.time_probe(now, self.config.probe_timeout);
+            conn.release_idle_bookkeeping();
             let stalled_for = conn.stalled_for(now);
             let quiet = now.saturating_duration_since(conn.last_heard);
             if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
