@@ -149,10 +149,27 @@ pub struct Conn {
     backlog: Backlog,
     /// The last flush left output waiting for the socket.
     output_blocked: bool,
-    /// While output waits: since when the socket has taken no bytes...
+    /// While output waits: since when the socket has taken no bytes.
     stalled_since: Option<Instant>,
-    /// ...and its byte count then.
-    stalled_at: u64,
+    /// The socket's byte count at the last sweep.
+    written_at_sweep: u64,
+}
+
+/// How a client takes the output queued for it (see [`Conn::output_pace`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pace {
+    /// How long output has waited with the socket taking no bytes (zero when none waits).
+    pub stalled_for: Duration,
+    /// How long the queue would take to drain at the pace of the last interval; `None`
+    /// when nothing waits or nothing was taken.
+    pub drain: Option<Duration>,
+}
+
+impl Pace {
+    /// Waits, and would not drain within `limit` at its pace (or takes nothing at all).
+    pub fn too_slow_for(&self, limit: Duration) -> bool {
+        self.stalled_for > Duration::ZERO || self.drain.is_some_and(|drain| drain > limit)
+    }
 }
 
 /// A liveness probe: someone asked for an address this client holds.
@@ -404,7 +421,7 @@ impl Conn {
             backlog: Backlog::default(),
             output_blocked: false,
             stalled_since: None,
-            stalled_at: 0,
+            written_at_sweep: 0,
         }
     }
 
@@ -607,22 +624,30 @@ impl Conn {
         self.output_blocked = false;
     }
 
-    /// How long output has waited with the socket taking no bytes, as of `now`; called from
-    /// the periodic sweep, which is what notices progress.
-    pub fn stalled_for(&mut self, now: Instant) -> Duration {
+    /// How output has been going since the last sweep, which is what notices progress;
+    /// `since_last_sweep` is how long ago that was.
+    pub fn output_pace(&mut self, now: Instant, since_last_sweep: Duration) -> Pace {
+        let written = self.socket.bytes_written;
+        let taken = written.saturating_sub(self.written_at_sweep);
+        self.written_at_sweep = written;
         if !self.output_blocked || !self.is_open() {
             self.stalled_since = None;
-            return Duration::ZERO;
+            return Pace::default();
         }
-        let written = self.socket.bytes_written;
-        match self.stalled_since {
-            Some(since) if self.stalled_at == written => now.saturating_duration_since(since),
-            _ => {
+        let stalled_for = match self.stalled_since {
+            Some(since) if taken == 0 => now.saturating_duration_since(since),
+            Some(_) | None => {
                 self.stalled_since = Some(now);
-                self.stalled_at = written;
                 Duration::ZERO
             }
-        }
+        };
+        // At the pace of the last interval, how long the queue would take to drain.
+        let pending = u128::from(self.backlog.pending());
+        let drain = (taken > 0).then(|| {
+            let micros = pending * since_last_sweep.as_micros() / u128::from(taken);
+            Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        });
+        Pace { stalled_for, drain }
     }
 
     /// Writes out whatever is queued, as far as the socket takes it.
@@ -835,4 +860,21 @@ pub fn keep_unsent_small(_stream: &TcpStream) {}
 pub fn is_resource_exhaustion(err: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory for now.
     matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_too_slow_when_it_takes_nothing_or_would_not_drain_in_time() {
+        let limit = Duration::from_secs(15);
+        assert!(!Pace::default().too_slow_for(limit));
+        let keeping_up = Pace { stalled_for: Duration::ZERO, drain: Some(Duration::from_secs(7)) };
+        assert!(!keeping_up.too_slow_for(limit));
+        let trickling = Pace { stalled_for: Duration::ZERO, drain: Some(Duration::from_secs(3600)) };
+        assert!(trickling.too_slow_for(limit));
+        let stalled = Pace { stalled_for: Duration::from_secs(1), drain: None };
+        assert!(stalled.too_slow_for(limit));
+    }
 }

@@ -51,8 +51,6 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 const FD_HEADROOM: u64 = 32;
 /// A client quiet this long after traffic that grew its WebSocket buffers gets fresh ones.
 const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
-/// Under memory pressure, clients whose sockets took nothing for this long are dropped first.
-const STALLED_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 /// At most this often, the allocator is asked to give free memory back (0.1 ms each with
 /// 18,000 connections).
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,6 +113,7 @@ pub struct Server {
     last_accept_warning: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     next_sweep: Instant,
+    last_sweep: Instant,
     /// Buffers were released since the allocator last gave free memory back.
     released_since_trim: bool,
     /// Not before then again: a stream of big messages releases buffers all the time.
@@ -178,6 +177,7 @@ impl Server {
             last_accept_warning: None,
             shutdown_deadline: None,
             next_sweep: now,
+            last_sweep: now,
             released_since_trim: false,
             next_trim: now,
             outbound_total: 0,
@@ -856,21 +856,23 @@ impl Server {
         let mut idle = Vec::new();
         let mut to_ping = Vec::new();
         let mut to_shrink = Vec::new();
-        let mut stalled = Vec::new();
+        let mut too_slow = Vec::new();
+        let since_last_sweep = now.saturating_duration_since(self.last_sweep);
+        self.last_sweep = now;
         for (key, conn) in self.conns.iter_mut() {
             if conn.finished {
                 continue;
             }
             conn.time_probe(now, self.config.probe_timeout);
             conn.release_idle_bookkeeping();
-            let stalled_for = conn.stalled_for(now);
+            let pace = conn.output_pace(now, since_last_sweep);
             let quiet = now.saturating_duration_since(conn.last_heard);
             if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
                 to_shrink.push(key);
             }
             if conn.probe_expired(now) {
                 expired.push((key, CloseReason::ProbeTimeout));
-            } else if stalled_for >= self.config.stall_timeout {
+            } else if pace.stalled_for >= self.config.stall_timeout {
                 expired.push((key, CloseReason::NotReading));
             } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
                 let reason = match conn.phase {
@@ -883,8 +885,10 @@ impl Server {
             } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
                 to_ping.push(key);
             }
-            if stalled_for >= STALLED_UNDER_PRESSURE {
-                stalled.push((stalled_for, conn.pending_output(), key));
+            if pace.too_slow_for(self.config.stall_timeout) {
+                // Slowest first: nothing taken at all, then the longest time to drain.
+                let drain = pace.drain.unwrap_or(Duration::MAX);
+                too_slow.push((drain, pace.stalled_for, conn.pending_output(), key));
             }
         }
         for (key, reason) in expired {
@@ -894,7 +898,7 @@ impl Server {
             }
             self.finish(key, reason);
         }
-        self.relieve_outbound_pressure(stalled);
+        self.relieve_outbound_pressure(too_slow);
         for key in idle {
             debug!("connection {key}: idle; closing");
             self.close(key, CloseCode::Away, "idle timeout", CloseReason::Idle);
@@ -916,25 +920,30 @@ impl Server {
     }
 
     /// Once the server-wide bound on queued output has refused a signal, drops the clients
-    /// whose sockets have taken nothing for longest (`stalled`: for how long, bytes queued,
-    /// which) until a quarter of the bound is free again. Clients that read, however
-    /// slowly, are never dropped for it: their signals are refused instead.
-    fn relieve_outbound_pressure(&mut self, mut stalled: Vec<(Duration, u64, ConnId)>) {
+    /// that would not drain their queues within `--stall-timeout` at their pace (`too_slow`:
+    /// time to drain, time without progress, bytes queued, which), slowest first, until a
+    /// quarter of the bound is free again. A client that reads just enough to never stall
+    /// cannot hold the server's memory this way; one that keeps up with its queue, however
+    /// slowly, is not dropped for it: signals to it are refused instead.
+    fn relieve_outbound_pressure(&mut self, mut too_slow: Vec<(Duration, Duration, u64, ConnId)>) {
         let room = self.config.max_outbound_total / 4;
         if !self.outbound_bound_hit || !self.outbound_full(room) {
             // Not pressed, or no longer: clients that read have made room by themselves.
             self.outbound_bound_hit = false;
             return;
         }
-        stalled.sort_unstable_by(|a, b| b.cmp(a));
-        for (stalled_for, queued, key) in stalled {
+        too_slow.sort_unstable_by(|a, b| b.cmp(a));
+        for (drain, stalled_for, queued, key) in too_slow {
             if !self.outbound_full(room) {
                 break;
             }
             if self.conns.get(key).is_none_or(|conn| conn.finished) {
                 continue;
             }
-            debug!("connection {key}: {queued} bytes queued, nothing taken for {stalled_for:?}; dropping");
+            debug!(
+                "connection {key}: {queued} bytes queued, would drain in {drain:?}, nothing taken \
+                 for {stalled_for:?}; dropping to free memory"
+            );
             self.metrics.pressure_drops += 1;
             self.finish(key, CloseReason::NotReading);
             // Its memory is freed when it leaves the slab; count it as gone now.
