@@ -276,7 +276,7 @@ const SETTINGS: &[Setting] = &[
         flag: "--max-outbound-total",
         env: "MAX_OUTBOUND_TOTAL",
         default: "64MiB",
-        help: "bytes queued for all clients together: past it signals are refused, stalled clients dropped",
+        help: "bytes queued for all clients together: past it signals are refused, the slowest readers dropped",
         apply: |c, v| size_into(&mut c.max_outbound_total, v, 1024 * 1024, usize::MAX),
     },
     Setting {
