@@ -14,7 +14,9 @@ use crate::rooms::RoomLimits;
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub bind: IpAddr,
+    /// The address to listen on; `None` is the original's default: `::` for IPv6 and IPv4
+    /// together, or `0.0.0.0` where the host has no IPv6 (see `listen`).
+    pub bind: Option<IpAddr>,
     pub port: u16,
     pub log_level: LevelFilter,
     /// Largest WebSocket frame or message a client may send, in bytes.
@@ -107,7 +109,7 @@ impl std::str::FromStr for IpNet {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind: IpAddr::from([0, 0, 0, 0]),
+            bind: None,
             port: 3903,
             log_level: LevelFilter::Info,
             max_message_size: 64 * 1024,
@@ -168,9 +170,13 @@ const SETTINGS: &[Setting] = &[
         switch: false,
         flag: "--bind",
         env: "BIND_IP",
-        default: "0.0.0.0",
-        help: "IP address to listen on (use :: for IPv6 and IPv4)",
-        apply: |c, v| parse_into(&mut c.bind, v, "an IP address such as 0.0.0.0 or ::1"),
+        default: "::, else 0.0.0.0",
+        help: "IP address to listen on (:: takes IPv6 and IPv4); unset: ::, or 0.0.0.0 without IPv6",
+        apply: |c, v| {
+            let ip = v.trim().parse().map_err(|_| "expected an IP address such as 0.0.0.0 or ::1")?;
+            c.bind = Some(ip);
+            Ok(())
+        },
     },
     Setting {
         switch: false,
@@ -560,7 +566,7 @@ mod tests {
     #[test]
     fn defaults_match_the_original() {
         let config = parse(&[], &[]).expect("defaults");
-        assert_eq!((config.bind.to_string(), config.port), ("0.0.0.0".into(), 3903));
+        assert_eq!((config.bind, config.port), (None, 3903));
         assert_eq!(config.log_level, LevelFilter::Info);
     }
 
@@ -569,7 +575,7 @@ mod tests {
         let config = parse(&["--port", "4000", "--log-level=debug"], &[("PORT", "5000"), ("BIND_IP", "::1")])
             .expect("valid");
         assert_eq!(config.port, 4000);
-        assert_eq!(config.bind.to_string(), "::1");
+        assert_eq!(config.bind, Some("::1".parse().expect("ip")));
         assert_eq!(config.log_level, LevelFilter::Debug);
     }
 

@@ -13,6 +13,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod ident;
 pub mod json_text;
+pub mod listen;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;
