@@ -7,8 +7,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use log::LevelFilter;
-
+use crate::logging::LogLevel;
 use crate::rooms::RoomLimits;
 
 /// Everything the server needs to know to run.
@@ -18,7 +17,7 @@ pub struct Config {
     /// together, or `0.0.0.0` where the host has no IPv6 (see `listen`).
     pub bind: Option<IpAddr>,
     pub port: u16,
-    pub log_level: LevelFilter,
+    pub log_level: LogLevel,
     /// Largest WebSocket frame or message a client may send, in bytes.
     pub max_message_size: usize,
     /// Open client connections at most; `None` derives it from the open-file limit.
@@ -111,7 +110,7 @@ impl Default for Config {
         Config {
             bind: None,
             port: 3903,
-            log_level: LevelFilter::Info,
+            log_level: LogLevel::Info,
             max_message_size: 64 * 1024,
             max_connections: None,
             room_limits: RoomLimits::default(),
@@ -183,10 +182,10 @@ const SETTINGS: &[Setting] = &[
         flag: "--log-level",
         env: "LOG_LEVEL",
         default: "info",
-        help: "error, warn, info, debug or trace",
-        apply: |c, v| match v.to_ascii_lowercase().as_str() {
-            "error" | "warn" | "info" | "debug" | "trace" | "off" => parse_into(&mut c.log_level, v, ""),
-            _ => Err("must be one of error, warn, info, debug, trace".into()),
+        help: "fatal, error, warn, info, debug, trace or silent (as the original's)",
+        apply: |c, v| {
+            c.log_level = v.parse()?;
+            Ok(())
         },
     },
     Setting {
@@ -567,7 +566,7 @@ mod tests {
     fn defaults_match_the_original() {
         let config = parse(&[], &[]).expect("defaults");
         assert_eq!((config.bind, config.port), (None, 3903));
-        assert_eq!(config.log_level, LevelFilter::Info);
+        assert_eq!(config.log_level, LogLevel::Info);
     }
 
     #[test]
@@ -576,7 +575,24 @@ mod tests {
             .expect("valid");
         assert_eq!(config.port, 4000);
         assert_eq!(config.bind, Some("::1".parse().expect("ip")));
-        assert_eq!(config.log_level, LevelFilter::Debug);
+        assert_eq!(config.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn every_log_level_of_the_original_is_accepted() {
+        for (name, level) in [
+            ("fatal", LogLevel::Fatal),
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+            ("silent", LogLevel::Silent),
+        ] {
+            assert_eq!(parse(&[], &[("LOG_LEVEL", name)]).expect(name).log_level, level);
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(parse(&["--log-level", &upper], &[]).expect(name).log_level, level);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The real binary started as an operator of the original would start it: where it listens
 //! without `--bind` (IPv6 and IPv4 on one socket, as Node's `listen(port)`; IPv4 where
-//! there is no IPv6), and that an explicit address is obeyed exactly.
+//! there is no IPv6), that an explicit address is obeyed exactly, and the original's
+//! `LOG_LEVEL` values (pino's: fatal ... trace, silent).
 
 mod common;
 
@@ -142,6 +143,19 @@ fn assert_answers(addr: SocketAddr) {
 fn assert_refused(addr: SocketAddr) {
     let result = TcpStream::connect_timeout(&addr, PATIENCE).map(|_| ()).map_err(|err| err.kind());
     assert_eq!(result, Err(ErrorKind::ConnectionRefused), "{addr} must not answer");
+}
+
+/// A port nobody listens on just now (for servers that do not log their address).
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+fn wait_until_answering(addr: SocketAddr) {
+    let start = Instant::now();
+    while diva_signal::healthcheck::check(addr, PATIENCE).is_err() {
+        assert!(start.elapsed() < PATIENCE, "{addr} never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn websocket(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
@@ -345,6 +359,74 @@ fn in_network_namespaces_the_default_serves_ipv4_whatever_the_ipv6_settings() {
         assert!(output.status.success(), "{setting}: {text}");
         assert!(text.contains("listening on [::]:3903"), "{setting}: {text}");
     }
+}
+
+#[test]
+fn trace_shows_our_events_and_no_dependency_internals() {
+    let server = spawn(&["--bind", "127.0.0.1", "--port", "0"], &[("LOG_LEVEL", "trace")]);
+    let addr = server.listening_on(&mut Vec::new());
+    let mut client = websocket(addr);
+    send(&mut client, r#"["join","a","r"]"#);
+    assert_eq!(recv(&mut client), json!(["join", "r:a"]));
+    send(&mut client, "not json");
+    assert_eq!(recv(&mut client)[2], "bad-json");
+    drop(client);
+    let start = Instant::now();
+    let mut log = Vec::new();
+    while !log.iter().any(|line: &String| line.contains("closed")) {
+        assert!(start.elapsed() < PATIENCE, "no close line: {log:#?}");
+        if let Ok(line) = server.stderr.recv_timeout(Duration::from_millis(50)) {
+            log.push(line);
+        }
+    }
+    let (code, rest) = server.stop();
+    assert_eq!(code, Some(0));
+    log.extend(rest);
+    assert!(log.iter().any(|line| line.contains("WebSocket on /")), "{log:#?}");
+    for line in &log {
+        // simple_logger writes "TIME LEVEL [TARGET] message".
+        let target = line.split_once(" [").and_then(|(_, rest)| rest.split_once(']')).map(|(t, _)| t);
+        assert!(target.is_some_and(|t| t.starts_with("diva_signal")), "not our line: {line}");
+    }
+}
+
+#[test]
+fn silent_prints_nothing_at_all() {
+    let port = free_port();
+    let server = spawn(&["--bind", "127.0.0.1", "--port", &port.to_string()], &[("LOG_LEVEL", "silent")]);
+    wait_until_answering(v4(port));
+    let mut client = websocket(v4(port));
+    send(&mut client, r#"["join","a","r"]"#);
+    assert_eq!(recv(&mut client), json!(["join", "r:a"]));
+    send(&mut client, "not json");
+    assert_eq!(recv(&mut client)[2], "bad-json");
+    drop(client);
+    let (code, output) = server.stop();
+    assert_eq!(code, Some(0));
+    assert!(output.is_empty(), "{output:#?}");
+}
+
+#[test]
+fn fatal_prints_only_what_stops_the_server() {
+    let port = free_port();
+    let args = ["--bind", "127.0.0.1", "--port", &port.to_string()];
+    let running = spawn(&args, &[("LOG_LEVEL", "fatal")]);
+    wait_until_answering(v4(port));
+    let mut client = websocket(v4(port));
+    send(&mut client, r#"["ping"]"#);
+    assert_eq!(recv(&mut client), json!(["pong"]));
+
+    // A second server on the same port cannot start: that, and only that, is logged.
+    let mut second = spawn(&args, &[("LOG_LEVEL", "fatal")]);
+    assert_eq!(wait_exit(&mut second.child), Some(1));
+    let output = second.rest_of_output();
+    assert_eq!(output.len(), 1, "{output:#?}");
+    assert!(output[0].contains("ERROR") && output[0].contains("cannot listen on"), "{output:#?}");
+
+    drop(client);
+    let (code, output) = running.stop();
+    assert_eq!(code, Some(0));
+    assert!(output.is_empty(), "{output:#?}");
 }
 
 /// On the dual-stack socket IPv4 clients arrive as IPv4-mapped IPv6 addresses
