@@ -23,7 +23,9 @@ FROM scratch
 COPY --from=build /diva-signal /diva-signal
 # nobody:nogroup; the server needs no files and no privileges.
 USER 65534:65534
-ENV BIND_IP=0.0.0.0 PORT=3903
+# No BIND_IP: as the original, the server listens on IPv6 and IPv4, or on IPv4 alone in a
+# container without IPv6.
+ENV PORT=3903
 EXPOSE 3903
 # No curl in `scratch`: the binary checks its own /health (on PORT, via loopback).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=2s --retries=3 \

@@ -45,7 +45,7 @@ http {
 }
 CONF
 
-"$bin" --bind 127.0.0.1 --port "$backend" --trust-proxy 127.0.0.1 2>"$work/server.log" &
+"$bin" --bind 127.0.0.1 --port "$backend" 2>"$work/server.log" &
 server_pid=$!
 nginx -p "$work" -c "$work/nginx.conf" -t 2>&1 | tail -3
 nginx -p "$work" -c "$work/nginx.conf"

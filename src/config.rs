@@ -7,16 +7,17 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use log::LevelFilter;
-
+use crate::logging::LogLevel;
 use crate::rooms::RoomLimits;
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub bind: IpAddr,
+    /// The address to listen on; `None` is the original's default: `::` for IPv6 and IPv4
+    /// together, or `0.0.0.0` where the host has no IPv6 (see `listen`).
+    pub bind: Option<IpAddr>,
     pub port: u16,
-    pub log_level: LevelFilter,
+    pub log_level: LogLevel,
     /// Largest WebSocket frame or message a client may send, in bytes.
     pub max_message_size: usize,
     /// Open client connections at most; `None` derives it from the open-file limit.
@@ -51,8 +52,9 @@ pub struct Config {
     pub metrics: bool,
     /// Client networks allowed to read `/metrics`; `None` means loopback only.
     pub metrics_allow: Option<Vec<IpNet>>,
-    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: none.
-    pub trust_proxy: Vec<IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; `None` means loopback (a
+    /// proxy on the same host, as in the original's nginx setup); empty: none.
+    pub trust_proxy: Option<Vec<IpNet>>,
     /// Keep polling without sleeping for this long after the last event (zero: never).
     /// Saves the wake-up latency of an idle process at the cost of a busy core.
     pub busy_poll: Duration,
@@ -113,9 +115,9 @@ impl std::str::FromStr for IpNet {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind: IpAddr::from([0, 0, 0, 0]),
+            bind: None,
             port: 3903,
-            log_level: LevelFilter::Info,
+            log_level: LogLevel::Info,
             max_message_size: 64 * 1024,
             max_connections: None,
             max_connections_per_ip: 256,
@@ -133,7 +135,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             metrics: true,
             metrics_allow: None,
-            trust_proxy: Vec::new(),
+            trust_proxy: None,
             busy_poll: Duration::ZERO,
             warnings: Vec::new(),
         }
@@ -176,19 +178,23 @@ const SETTINGS: &[Setting] = &[
         switch: false,
         flag: "--bind",
         env: "BIND_IP",
-        default: "0.0.0.0",
-        help: "IP address to listen on (use :: for IPv6 and IPv4)",
-        apply: |c, v| parse_into(&mut c.bind, v, "an IP address such as 0.0.0.0 or ::1"),
+        default: "::, else 0.0.0.0",
+        help: "IP address to listen on (:: takes IPv6 and IPv4); unset: ::, or 0.0.0.0 without IPv6",
+        apply: |c, v| {
+            let ip = v.trim().parse().map_err(|_| "expected an IP address such as 0.0.0.0 or ::1")?;
+            c.bind = Some(ip);
+            Ok(())
+        },
     },
     Setting {
         switch: false,
         flag: "--log-level",
         env: "LOG_LEVEL",
         default: "info",
-        help: "error, warn, info, debug or trace",
-        apply: |c, v| match v.to_ascii_lowercase().as_str() {
-            "error" | "warn" | "info" | "debug" | "trace" | "off" => parse_into(&mut c.log_level, v, ""),
-            _ => Err("must be one of error, warn, info, debug, trace".into()),
+        help: "fatal, error, warn, info, debug, trace or silent (as the original's)",
+        apply: |c, v| {
+            c.log_level = v.parse()?;
+            Ok(())
         },
     },
     Setting {
@@ -380,9 +386,9 @@ const SETTINGS: &[Setting] = &[
         switch: true,
         flag: "--trust-proxy",
         env: "TRUST_PROXY",
-        default: "off",
-        help: "reverse proxies (networks) whose X-Forwarded-For is read (repeatable; env: \
-               comma-separated; on: loopback, deprecated)",
+        default: "127.0.0.0/8,::1",
+        help: "reverse proxies (networks) whose X-Forwarded-For is read (replaces the default; \
+               repeatable; env: comma-separated; off: none)",
         apply: trust_proxy_into,
     },
     Setting {
@@ -456,7 +462,8 @@ impl Config {
 
     /// True when `ip` is a reverse proxy whose `X-Forwarded-For` is believed.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.trust_proxy.iter().any(|net| net.contains(ip))
+        let nets = self.trust_proxy.as_deref().unwrap_or(&LOOPBACK);
+        nets.iter().any(|net| net.contains(ip))
     }
 
     /// True when a client at `ip` may read `/metrics`.
@@ -564,7 +571,7 @@ fn trust_proxy_into(config: &mut Config, value: &str) -> Result<(), String> {
     const ON: [&str; 4] = ["1", "true", "on", "yes"];
     const OFF: [&str; 4] = ["0", "false", "off", "no"];
     if OFF.contains(&value.trim().to_ascii_lowercase().as_str()) {
-        config.trust_proxy.clear();
+        config.trust_proxy = Some(Vec::new());
         return Ok(());
     }
     let mut nets = Vec::new();
@@ -585,11 +592,11 @@ fn trust_proxy_into(config: &mut Config, value: &str) -> Result<(), String> {
     if nets.is_empty() {
         return Err("expected networks such as 127.0.0.1 or 10.0.0.0/8, or off".into());
     }
-    config.trust_proxy.extend(nets);
+    config.trust_proxy.get_or_insert_with(Vec::new).extend(nets);
     Ok(())
 }
 
-/// The networks `--trust-proxy on` stands for: 127.0.0.0/8 and ::1.
+/// The networks trusted by default, and that `--trust-proxy on` stands for: 127.0.0.0/8 and ::1.
 const LOOPBACK: [IpNet; 2] = [
     IpNet { addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), prefix: 8 },
     IpNet { addr: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128 },
@@ -621,8 +628,8 @@ mod tests {
     #[test]
     fn defaults_match_the_original() {
         let config = parse(&[], &[]).expect("defaults");
-        assert_eq!((config.bind.to_string(), config.port), ("0.0.0.0".into(), 3903));
-        assert_eq!(config.log_level, LevelFilter::Info);
+        assert_eq!((config.bind, config.port), (None, 3903));
+        assert_eq!(config.log_level, LogLevel::Info);
     }
 
     #[test]
@@ -630,8 +637,25 @@ mod tests {
         let config = parse(&["--port", "4000", "--log-level=debug"], &[("PORT", "5000"), ("BIND_IP", "::1")])
             .expect("valid");
         assert_eq!(config.port, 4000);
-        assert_eq!(config.bind.to_string(), "::1");
-        assert_eq!(config.log_level, LevelFilter::Debug);
+        assert_eq!(config.bind, Some("::1".parse().expect("ip")));
+        assert_eq!(config.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn every_log_level_of_the_original_is_accepted() {
+        for (name, level) in [
+            ("fatal", LogLevel::Fatal),
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+            ("silent", LogLevel::Silent),
+        ] {
+            assert_eq!(parse(&[], &[("LOG_LEVEL", name)]).expect(name).log_level, level);
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(parse(&["--log-level", &upper], &[]).expect(name).log_level, level);
+        }
     }
 
     #[test]
@@ -709,10 +733,10 @@ mod tests {
             assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
         }
         for off in [&["--trust-proxy", "off"][..], &["--trust-proxy=false"][..], &[][..]] {
-            assert!(parse(off, &[("TRUST_PROXY", "0")]).expect("valid").trust_proxy.is_empty());
+            assert_eq!(parse(off, &[("TRUST_PROXY", "0")]).expect("valid").trust_proxy, Some(Vec::new()));
         }
         let cleared = parse(&["--trust-proxy", "off"], &[("TRUST_PROXY", "10.0.0.0/8")]).expect("valid");
-        assert!(cleared.trust_proxy.is_empty());
+        assert_eq!(cleared.trust_proxy, Some(Vec::new()));
         for bad in ["maybe", "10.0.0.0/33", "", " , ", "10.0.0.1, nonsense"] {
             assert!(parse(&["--trust-proxy", bad], &[]).is_err(), "{bad:?}");
         }
@@ -726,7 +750,10 @@ mod tests {
         assert!(!config.may_read_metrics("127.0.0.1".parse().expect("ip")));
         assert!(!config.may_read_metrics("11.0.0.1".parse().expect("ip")));
         let default = parse(&[], &[("METRICS", "off")]).expect("valid");
-        assert!(!default.metrics && default.trust_proxy.is_empty());
+        assert!(!default.metrics && default.trust_proxy.is_none());
+        // By default a proxy on the same host is believed, as the original's nginx setup has it.
+        assert!(default.is_trusted_proxy("127.0.0.1".parse().expect("ip")));
+        assert!(!default.is_trusted_proxy("192.0.2.1".parse().expect("ip")));
         assert!(default.may_read_metrics("127.0.0.1".parse().expect("ip")));
         assert!(default.may_read_metrics("::ffff:127.0.0.1".parse().expect("ip")));
         assert!(!default.may_read_metrics("192.0.2.1".parse().expect("ip")));

@@ -13,9 +13,11 @@ const MAX_RESPONSE: u64 = 16 * 1024;
 /// The address to reach the server configured by `config` from this host.
 pub fn target(config: &Config) -> SocketAddr {
     let ip = match config.bind {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
+        // The default listens on IPv4 whether or not the host has IPv6.
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(IpAddr::V4(ip)) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(IpAddr::V6(ip)) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some(ip) => ip,
     };
     SocketAddr::new(ip, config.port)
 }
@@ -43,4 +45,22 @@ pub fn check(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
         return Err(format!("{addr} is not healthy: {}", body.trim()));
     }
     Ok(body.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_bind_addresses_are_asked_over_loopback() {
+        let at = |bind: Option<&str>| {
+            let bind = bind.map(|ip| ip.parse().expect("ip"));
+            target(&Config { bind, port: 3903, ..Config::default() }).to_string()
+        };
+        // The default listens on IPv4 even where the host has no IPv6.
+        assert_eq!(at(None), "127.0.0.1:3903");
+        assert_eq!(at(Some("0.0.0.0")), "127.0.0.1:3903");
+        assert_eq!(at(Some("::")), "[::1]:3903");
+        assert_eq!(at(Some("192.0.2.7")), "192.0.2.7:3903");
+    }
 }

@@ -14,6 +14,8 @@ pub mod healthcheck;
 pub mod http;
 pub mod ident;
 pub mod json_text;
+pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;

@@ -35,9 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) =
-        simple_logger::SimpleLogger::new().with_level(config.log_level).with_utc_timestamps().init()
-    {
+    if let Err(err) = config.log_level.logger().init() {
         eprintln!("diva-signal: cannot start logging: {err}");
     }
     for warning in &config.warnings {
@@ -46,7 +44,7 @@ fn main() -> ExitCode {
     match serve(*config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err}");
+            error!(target: diva_signal::logging::FATAL, "{err}");
             ExitCode::FAILURE
         }
     }

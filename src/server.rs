@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,9 @@ const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_ACCEPT_FAILURES: u32 = 64;
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Pending connections the kernel may queue for accept().
+/// Pending connections the kernel may queue for accept(). mio's own default, 128, is
+/// overflowed by a burst of reconnecting clients, and each dropped SYN costs its client a
+/// 1 s retry. The kernel caps this at somaxconn.
 const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Descriptors kept free for the listener, the poll, logging and the like.
 const FD_HEADROOM: u64 = 32;
@@ -134,13 +135,8 @@ impl Server {
     /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let addr = SocketAddr::new(config.bind, config.port);
-        let mut listener = TcpListener::bind(addr)
-            .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
-        // mio listens with a backlog of 128; a burst of reconnecting clients overflows that
-        // and each dropped SYN costs its client a 1 s retry. The kernel caps this at somaxconn.
-        // SAFETY: listen() on a socket we own, already listening, only changes its backlog.
-        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+        let mut listener =
+            TcpListener::from_std(crate::listen::open(config.bind, config.port, LISTEN_BACKLOG)?);
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let (shutdown_tx, shutdown_rx) = StdUnixStream::pair()?;

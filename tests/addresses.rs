@@ -31,7 +31,7 @@ fn ipv4_loopback_on_a_dual_stack_bind_is_loopback() {
         println!("skipped: this machine cannot reach a `::` listener from 127.0.0.1");
         return;
     }
-    let server = TestServer::with(|config| config.bind = "::".parse().expect("ip"));
+    let server = TestServer::with(|config| config.bind = Some("::".parse().expect("ip")));
     let v4 = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
     // The peer is ::ffff:127.0.0.1 at the socket: it must still count as loopback, so a
     // proxy on 127.0.0.1 that the server was not told to trust gets no metrics...
@@ -54,7 +54,8 @@ fn metrics_status(server: &TestServer, forwarded_for: &[&str]) -> u16 {
 fn a_peer_that_is_not_a_trusted_proxy_cannot_claim_to_forward_for_loopback() {
     // The server trusts a proxy elsewhere; this client connects directly and claims to be
     // forwarding for 127.0.0.1. (Before, any peer was believed once trust was on.)
-    let server = TestServer::with(|config| config.trust_proxy = vec!["10.0.0.0/8".parse().expect("net")]);
+    let server =
+        TestServer::with(|config| config.trust_proxy = Some(vec!["10.0.0.0/8".parse().expect("net")]));
     assert_eq!(metrics_status(&server, &["127.0.0.1"]), 403);
     assert_eq!(metrics_status(&server, &["::1"]), 403);
     assert_eq!(metrics_status(&server, &[]), 200, "without the header it is a local client");
@@ -63,7 +64,7 @@ fn a_peer_that_is_not_a_trusted_proxy_cannot_claim_to_forward_for_loopback() {
 #[test]
 fn a_trusted_proxy_forwards_the_rightmost_address_it_did_not_write_itself() {
     let server = TestServer::with(|config| {
-        config.trust_proxy = vec!["127.0.0.1".parse().expect("net")];
+        config.trust_proxy = Some(vec!["127.0.0.1".parse().expect("net")]);
         config.metrics_allow = Some(vec!["203.0.113.0/24".parse().expect("net")]);
     });
     assert_eq!(metrics_status(&server, &["203.0.113.9"]), 200, "an allowed client");
@@ -204,7 +205,11 @@ fn sample(metrics: &str, series: &str) -> u64 {
 
 #[test]
 fn one_address_gets_its_share_and_other_addresses_still_get_in() {
-    let server = TestServer::with(|config| config.max_connections_per_ip = 3);
+    let server = TestServer::with(|config| {
+        config.max_connections_per_ip = 3;
+        // Clients straight from loopback addresses, not through a proxy there.
+        config.trust_proxy = Some(Vec::new());
+    });
     let mut held: Vec<TcpStream> = (0..3)
         .map(|n| {
             let (status, stream) = upgrade_from(&server, [127, 0, 0, 1], "");
@@ -238,7 +243,11 @@ fn one_address_gets_its_share_and_other_addresses_still_get_in() {
 
 #[test]
 fn silent_connections_over_the_share_are_refused_at_once_after_the_reserve() {
-    let server = TestServer::with(|config| config.max_connections_per_ip = 2);
+    let server = TestServer::with(|config| {
+        config.max_connections_per_ip = 2;
+        // Clients straight from loopback addresses, not through a proxy there.
+        config.trust_proxy = Some(Vec::new());
+    });
     let _share: Vec<TcpStream> = (0..2).map(|_| connect_from([127, 0, 0, 1].into(), server.addr)).collect();
     // Loopback may still take the few slots kept for local HTTP (a health check)...
     let _reserve: Vec<TcpStream> = (0..8).map(|_| connect_from([127, 0, 0, 1].into(), server.addr)).collect();
@@ -283,7 +292,7 @@ fn a_proxied_remote_client_cannot_use_the_reserve() {
     let server = TestServer::with(|config| {
         config.max_connections = Some(2);
         config.max_connections_per_ip = 0;
-        config.trust_proxy = vec!["127.0.0.1".parse().expect("net")];
+        config.trust_proxy = Some(vec!["127.0.0.1".parse().expect("net")]);
     });
     let _silent: Vec<TcpStream> = (0..2).map(|_| connect_from([127, 0, 0, 2].into(), server.addr)).collect();
     server.wait_for_clients(2);
@@ -299,7 +308,7 @@ fn a_proxied_remote_client_cannot_use_the_reserve() {
 fn a_trusted_proxys_connections_count_against_the_clients_it_forwards_for() {
     let server = TestServer::with(|config| {
         config.max_connections_per_ip = 2;
-        config.trust_proxy = vec!["127.0.0.1".parse().expect("net")];
+        config.trust_proxy = Some(vec!["127.0.0.1".parse().expect("net")]);
     });
     let forwarded = |client: &str| format!("X-Forwarded-For: {client}\r\n");
     let mut held = Vec::new();
@@ -345,4 +354,23 @@ fn the_healthcheck_command_passes_while_one_address_fills_the_table() {
     drop(silent);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Drop-in: behind the original's nginx block (on the same host, with X-Forwarded-For), the
+/// per-address limit counts each client nginx forwards for, not nginx itself, with no flag.
+#[test]
+fn behind_a_local_proxy_by_default_each_forwarded_client_has_its_own_share() {
+    let server = TestServer::with(|config| config.max_connections_per_ip = 2);
+    let mut held = Vec::new();
+    for n in 1..=5 {
+        let (status, stream) =
+            upgrade_from(&server, [127, 0, 0, 1], &format!("X-Forwarded-For: 198.51.100.{n}\r\n"));
+        assert_eq!(status, 101, "client {n} behind the proxy");
+        held.push(stream);
+    }
+    let same = "X-Forwarded-For: 198.51.100.9\r\n";
+    held.push(upgrade_from(&server, [127, 0, 0, 1], same).1);
+    held.push(upgrade_from(&server, [127, 0, 0, 1], same).1);
+    assert_eq!(upgrade_from(&server, [127, 0, 0, 1], same).0, 429, "one forwarded client over its share");
+    drop(held);
 }

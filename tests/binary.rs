@@ -308,7 +308,7 @@ fn healthcheck_exits_0_for_a_live_server_and_1_for_a_dead_one() {
 fn healthcheck_uses_port_from_environment_like_the_server() {
     let server = spawn(&[]);
     let port = server.addr.rsplit(':').next().expect("port");
-    // As in the container: PORT set, BIND_IP=0.0.0.0 means "ask loopback".
+    // PORT set, and an unspecified BIND_IP (0.0.0.0) means "ask loopback".
     let output = Command::new(BIN)
         .arg("--healthcheck")
         .env("PORT", port)

@@ -119,7 +119,8 @@ fn proxied_requests_are_not_local_unless_the_proxy_is_trusted() {
         "a proxied stranger must not read metrics"
     );
 
-    let trusting = TestServer::with(|config| config.trust_proxy = vec!["127.0.0.1".parse().expect("net")]);
+    let trusting =
+        TestServer::with(|config| config.trust_proxy = Some(vec!["127.0.0.1".parse().expect("net")]));
     assert!(trusting.http(proxied).starts_with("HTTP/1.1 403 "));
     // The proxy on 127.0.0.1 forwards for a client on 127.0.0.2 (itself not a proxy).
     let local_via_proxy =

@@ -30,7 +30,7 @@ impl TestServer {
 
     /// Starts a server on 127.0.0.1, port 0, with `tweak` applied to the default config.
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config { bind: [127, 0, 0, 1].into(), port: 0, ..Config::default() };
+        let mut config = Config { bind: Some([127, 0, 0, 1].into()), port: 0, ..Config::default() };
         tweak(&mut config);
         let server = Server::bind(config).expect("bind test server");
         let addr = server.local_addr();
