@@ -83,6 +83,16 @@ fn connect(addr: &str, url: &str) -> tungstenite::WebSocket<TcpStream> {
         .unwrap_or_else(|err| panic!("WebSocket handshake with {url} failed: {err}"))
 }
 
+/// Every line the server logged, once it has exited: waits for the thread reading its
+/// stderr to reach the end, so that no line is still on its way.
+fn all_lines(server: &Spawned) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(line) = server.log.recv_timeout(PATIENCE) {
+        lines.push(line);
+    }
+    lines
+}
+
 fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
@@ -128,7 +138,7 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     drop(clients);
     let status = wait_exit(&mut server.child);
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    let log: Vec<String> = server.log.try_iter().collect();
+    let log = all_lines(&server);
     assert!(log.iter().any(|line| line.contains("shutting down")), "{log:?}");
 }
 
@@ -156,7 +166,7 @@ fn sigterm_waits_at_most_the_grace_for_clients_that_do_not_close() {
     assert_eq!(status.code(), Some(0));
     // The grace is 2 s; a little more for the process to end and be seen ending.
     assert!(took < Duration::from_millis(2600), "shutdown took {took:?}");
-    let log: Vec<String> = server.log.try_iter().collect();
+    let log = all_lines(&server);
     let last = log.iter().rev().find(|line| line.contains("shut down;")).expect("a last line");
     assert!(last.contains(" 2 connection(s)"), "{log:?}");
     drop(stuck);
@@ -340,7 +350,7 @@ fn out_of_descriptors_the_server_keeps_serving_and_logs_once() {
     signal(&server.child, libc::SIGTERM);
     drop((first, later));
     assert_eq!(wait_exit(&mut server.child).code(), Some(0));
-    let log: Vec<String> = server.log.try_iter().collect();
+    let log = all_lines(&server);
     let warnings = log.iter().filter(|line| line.contains("accept failed")).count();
     assert_eq!(warnings, 1, "one warning per burst, not per attempt: {log:#?}");
 }
