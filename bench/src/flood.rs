@@ -9,14 +9,19 @@
 //! they never count as not reading. With `--reconnect on`, a flooder that the server closes
 //! (1008 for going over the rate limit) connects again at once, as an attacker would.
 //!
-//! The same machinery as the engine: one thread, one mio loop, all sockets non-blocking, a
-//! timerfd for the schedule. A flooder writes at most a few 64 KiB batches per loop turn, so
-//! the probe's replies are read within tens of microseconds of their arrival.
+//! The same machinery as the engine (mio loops, all sockets non-blocking, a timerfd for the
+//! schedule), but on two threads, both on the generator's CPU: the probe's (the probe, the
+//! `/health` fetches, the phases) and the flooders'. In one loop, the probe's replies waited
+//! behind the flooders' reads (a ping flood brings back some 300,000 two-byte pongs a
+//! second), which put up to tens of milliseconds of the generator's own into its tail
+//! latency; as two threads they are as apart as the attacker and its victims would be.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -75,6 +80,7 @@ const QUIET: usize = 1;
 const FLOOD: usize = 2;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[repr(u8)]
 enum Phase {
     Setup,
     QuietWarmup,
@@ -169,7 +175,19 @@ pub struct Flood {
     /// Start-of-window readings: server, generator CPU, machine CPU, time.
     w0: (Option<ProcStats>, u64, u64, u64),
     e: Errors,
+    /// The phase, as the probe's thread sets it and the flooders' thread follows it.
+    shared: Arc<AtomicU8>,
 }
+
+const PHASES: [Phase; 7] = [
+    Phase::Setup,
+    Phase::QuietWarmup,
+    Phase::QuietWindow,
+    Phase::FloodWarmup,
+    Phase::FloodWindow,
+    Phase::Drain,
+    Phase::Done,
+];
 
 fn now_window(phase: Phase) -> usize {
     match phase {
@@ -181,6 +199,10 @@ fn now_window(phase: Phase) -> usize {
 
 impl Flood {
     pub fn new(cfg: FloodCfg) -> io::Result<Flood> {
+        Flood::with_phase(cfg, Arc::new(AtomicU8::new(Phase::Setup as u8)))
+    }
+
+    fn with_phase(cfg: FloodCfg, shared: Arc<AtomicU8>) -> io::Result<Flood> {
         let poll = Poll::new()?;
         let timer = Timer::new()?;
         poll.registry().register(&mut SourceFd(&timer.raw()), TIMER, Interest::READABLE)?;
@@ -229,6 +251,7 @@ impl Flood {
             win: Default::default(),
             w0: (None, 0, 0, 0),
             e: Errors::default(),
+            shared,
         })
     }
 
@@ -244,12 +267,105 @@ impl Flood {
 
     /// Runs the scenario; returns its results (also printed).
     pub fn run(&mut self, label: &str) -> io::Result<Value> {
+        let (cfg, shared) = (self.cfg.clone(), Arc::clone(&self.shared));
+        let flooders = std::thread::Builder::new().name("flooders".into()).spawn(move || {
+            let mut side = Flood::with_phase(cfg, shared)?;
+            side.run_flooders()?;
+            Ok::<_, io::Error>((side.win, side.e))
+        })?;
+        let probed = self.run_probe();
+        self.set_phase(Phase::Done);
+        let (win, e) = flooders.join().map_err(|_| io::Error::other("the flooders' thread panicked"))??;
+        probed?;
+        for (mine, theirs) in self.win.iter_mut().zip(win) {
+            mine.flood_bytes += theirs.flood_bytes;
+            mine.pongs += theirs.pongs;
+            mine.cut_off += theirs.cut_off;
+            mine.reconnects += theirs.reconnects;
+        }
+        self.e.connect_failed += e.connect_failed;
+        self.e.handshake_failed += e.handshake_failed;
+        self.e.flooder_lost += e.flooder_lost;
+        for (code, n) in e.close_codes {
+            *self.e.close_codes.entry(code).or_default() += n;
+        }
+        for what in e.first {
+            self.note(what);
+        }
+        Ok(self.report(label))
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.shared.store(phase as u8, Ordering::Release);
+    }
+
+    /// The flooders' thread: floods from the flood's warm-up until the probe's side is done.
+    fn run_flooders(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut started = false;
+        loop {
+            self.free.append(&mut self.released);
+            self.phase = PHASES[self.shared.load(Ordering::Acquire) as usize];
+            if self.phase == Phase::Done {
+                break;
+            }
+            if self.phase >= Phase::FloodWarmup && !started {
+                started = true;
+                eprintln!("  starting {} flooder(s)", self.cfg.flooders);
+                for _ in 0..self.cfg.flooders {
+                    self.open_flooder();
+                }
+            }
+            self.flood_turn();
+            let busy = self.flooders.iter().any(|&f| self.socks[f].as_ref().is_some_and(|s| s.can_write));
+            // Not busy: wait for the sockets, and look at the phase now and then.
+            let timeout = std::time::Duration::from_millis(if busy { 0 } else { 5 });
+            self.poll_once(&mut events, timeout)?;
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    fn poll_once(&mut self, events: &mut Events, timeout: std::time::Duration) -> io::Result<()> {
+        match self.poll.poll(events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let tok = ev.token();
+            if tok == TIMER {
+                self.timer.drain();
+                continue;
+            }
+            let i = tok.0;
+            if ev.is_writable() {
+                self.on_writable(i);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.on_readable(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn close_all(&mut self) {
+        for i in 0..self.socks.len() {
+            if self.socks[i].is_some() {
+                self.drop_sock(i, true);
+            }
+        }
+    }
+
+    /// The probe's thread: the phases, the probe and the `/health` fetches.
+    fn run_probe(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let start = mono_ns();
         self.phase_end = start + SETUP_LIMIT_NS;
         self.probe = self.open(Role::Probe, Ipv4Addr::new(127, 0, 0, 1));
         if self.probe.is_none() {
-            return Ok(self.report(label));
+            return Ok(());
         }
         loop {
             self.free.append(&mut self.released);
@@ -274,7 +390,6 @@ impl Flood {
                 break; // lost; counted
             }
             self.send_due(now);
-            self.flood_turn();
             let mut wake = self.phase_end;
             if self.sending() {
                 wake = wake.min(self.next_probe);
@@ -282,41 +397,13 @@ impl Flood {
                     wake = wake.min(self.next_health);
                 }
             }
-            let busy = self.flooders.iter().any(|&f| self.socks[f].as_ref().is_some_and(|s| s.can_write));
-            let timeout = if busy {
-                std::time::Duration::ZERO
-            } else {
-                self.timer.arm_at(wake.max(now + 1));
-                std::time::Duration::from_millis(50)
-            };
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for ev in events.iter() {
-                let tok = ev.token();
-                if tok == TIMER {
-                    self.timer.drain();
-                    continue;
-                }
-                let i = tok.0;
-                if ev.is_writable() {
-                    self.on_writable(i);
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.on_readable(i);
-                }
-            }
+            self.timer.arm_at(wake.max(now + 1));
+            self.poll_once(&mut events, std::time::Duration::from_millis(50))?;
         }
         self.e.probe_unanswered += self.fifo.len() as u64;
         self.e.health_failed += self.health_pending as u64;
-        for i in 0..self.socks.len() {
-            if self.socks[i].is_some() {
-                self.drop_sock(i, true);
-            }
-        }
-        Ok(self.report(label))
+        self.close_all();
+        Ok(())
     }
 
     fn sending(&self) -> bool {
@@ -339,14 +426,14 @@ impl Flood {
                 w.server_cpu_us = b.cpu_us.saturating_sub(a.cpu_us);
             }
         }
-        self.phase = match self.phase {
+        self.set_phase(match self.phase {
             Phase::Setup => Phase::QuietWarmup,
             Phase::QuietWarmup => Phase::QuietWindow,
             Phase::QuietWindow => Phase::FloodWarmup,
             Phase::FloodWarmup => Phase::FloodWindow,
             Phase::FloodWindow => Phase::Drain,
             Phase::Drain | Phase::Done => Phase::Done,
-        };
+        });
         self.phase_end = now
             + match self.phase {
                 Phase::QuietWarmup | Phase::FloodWarmup => self.cfg.warmup_ns,
@@ -361,12 +448,6 @@ impl Flood {
             Phase::QuietWindow | Phase::FloodWindow => {
                 self.next_health = now;
                 self.w0 = (self.server(), sys::self_cpu_us(), sys::machine_busy_us(), now);
-            }
-            Phase::FloodWarmup => {
-                eprintln!("  starting {} flooder(s)", self.cfg.flooders);
-                for _ in 0..self.cfg.flooders {
-                    self.open_flooder();
-                }
             }
             _ => {}
         }
@@ -893,7 +974,7 @@ fn print_human(v: &Value) {
         );
     }
     println!(
-        "flood: {} frames/s ({} MB/s), {} pongs/s back; cut off (1008) {}/s, reconnects {}/s; \
+        "flood: {} frames/s written ({} MB/s), {} pongs/s back; cut off (1008) {}/s, reconnects {}/s; \
          round trip under flood / unloaded: p50 {}x, p99 {}x",
         g("flood_frames_per_s"),
         g("flood_mb_per_s"),
