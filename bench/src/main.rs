@@ -1,8 +1,9 @@
 //! diva-load: a load generator for diva-signal (and, for comparison, matchbox_server).
 //!
-//! One thread, one mio poll loop, all connections non-blocking. Every run stops by itself
-//! (a join time limit, then fixed warm-up, window or hold times) and targets only loopback
-//! addresses (127.0.0.0/8). `diva-load --help` says how to use it.
+//! One thread, one mio poll loop, all connections non-blocking (flood-latency: a second thread
+//! for its flooders). Every run stops by itself (a join time limit, then fixed warm-up, window
+//! or hold times) and targets only loopback addresses (127.0.0.0/8). `diva-load --help` says
+//! how to use it.
 
 mod engine;
 mod flood;
