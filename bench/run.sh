@@ -34,6 +34,18 @@
 #                  stopped (does memory follow traffic, or stay at its high-water mark?)
 #   mid-1k         the same with ~3 KB signals (an SDP offer) and 3 s without traffic: the
 #                  server makes such buffers fresh once a client has been quiet for a second
+#   flood-ping     what a control-frame flood does to everyone else: a probe client sends
+#                  `["ping"]` every 2 ms (open loop; round trip from the scheduled send time)
+#                  and a fresh connection fetches /health every 50 ms, first with nothing else
+#                  going on, then while one flooding connection writes WebSocket ping frames
+#                  back to back as fast as the server takes them (and reads the pongs). Each
+#                  half: BENCH_WARMUP s of warm-up (the flood is on during the second), then
+#                  BENCH_DURATION s measured. diva-signal runs with --rate and --burst at
+#                  1,000,000,000, so that the rate limit plays no part and only the loop's
+#                  fairness is measured. diva-signal only.
+#   flood-ping-limits  the same against diva-signal's default limits, where a flooder is
+#                  closed with 1008 after its burst allowance; it connects again at once, as
+#                  an attacker would. The probe sends every 20 ms (under the 100/s limit).
 #   idle-10k       join storm of 10,000 connections (connect + WebSocket upgrade + join, 256 at
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
@@ -67,7 +79,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -140,9 +152,10 @@ health_ok() {
 }
 
 SERVER_PID=
-start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy
+start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy|unlimited
   local limits=(--rate 1000000 --burst 1000000) busy=()
   [[ ${3:-raised} == default ]] && limits=()
+  [[ ${3:-raised} == unlimited ]] && limits=(--rate 1000000000 --burst 1000000000)
   [[ ${3:-raised} == busy ]] && busy=(--busy-poll 1000)
   case $1 in
     diva)
@@ -229,6 +242,15 @@ for scenario in $SCENARIOS; do
         limits=default
         ;;
       open-20k-busy) limits=busy ;;
+      # matchbox has no `["ping"]`; the floor relay answers nothing.
+      flood-ping)
+        [[ $server == diva ]] || continue
+        limits=unlimited
+        ;;
+      flood-ping-limits)
+        [[ $server == diva ]] || continue
+        limits=default
+        ;;
       # The floor relay only relays, and holds one fixed buffer.
       start | idle-* | big-1k | mid-1k) [[ $server == floor ]] && continue ;;
     esac
@@ -266,6 +288,14 @@ for scenario in $SCENARIOS; do
       mid-1k)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --payload 3000 --warmup 1 \
           --duration "$DURATION" --settle 3
+        ;;
+      flood-ping)
+        load "$server" "$scenario" flood-latency --flooders 1 --frames ping --pace-ms 2 \
+          --warmup "$WARMUP" --duration "$DURATION"
+        ;;
+      flood-ping-limits)
+        load "$server" "$scenario" flood-latency --flooders 1 --frames ping --pace-ms 20 --reconnect on \
+          --warmup "$WARMUP" --duration "$DURATION"
         ;;
       idle-10k)
         load "$server" "$scenario" idle --connections 10000 --hold "$HOLD"

@@ -51,6 +51,10 @@ impl Hist {
         }
     }
 
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
     pub fn max(&self) -> u64 {
         self.max
     }

@@ -1,10 +1,12 @@
 //! diva-load: a load generator for diva-signal (and, for comparison, matchbox_server).
 //!
-//! One thread, one mio poll loop, all connections non-blocking. Every run stops by itself
-//! (a join time limit, then fixed warm-up, window or hold times) and targets only loopback
-//! addresses (127.0.0.0/8). `diva-load --help` says how to use it.
+//! One thread, one mio poll loop, all connections non-blocking (flood-latency: a second thread
+//! for its flooders). Every run stops by itself (a join time limit, then fixed warm-up, window
+//! or hold times) and targets only loopback addresses (127.0.0.0/8). `diva-load --help` says
+//! how to use it.
 
 mod engine;
+mod flood;
 mod floor;
 mod hist;
 mod jitter;
@@ -38,6 +40,10 @@ Usage:
                                 a zero-work relay (pairs each room, then copies bytes between
                                 the two unchanged): the kernel's share of relaying a message,
                                 which any server pays; runs until killed
+  diva-load flood-latency [OPTIONS]
+                                what a control-frame flood does to others: a probe's
+                                [\"ping\"] round trip and /health, unloaded, then while
+                                --flooders connections send ping frames back to back
   diva-load jitter [--duration S] [--json FILE]
                                 how often the machine stalls a thread that never sleeps (run
                                 one per CPU with taskset): the floor under tail latency
@@ -65,6 +71,18 @@ Options (relay, idle, storm):
   --server-pid PID       read the server's CPU time and memory from /proc/PID
   --label NAME           scenario name for --json and the table
   --json FILE            also write the results as JSON
+
+Options (flood-latency; also --target, --server-pid, --label, --json, --source-addrs):
+  --flooders N           flooding connections                          [1]
+  --frames F             ping, pong (unsolicited) or mixed             [ping]
+  --frame-payload BYTES  payload of each flood frame (at most 125)     [0]
+  --pace-ms MS           the probe sends [\"ping\"] every MS (open loop; round trip from the
+                         scheduled send time)                          [2]
+  --health-every-ms MS   a fresh connection fetches /health every MS in the windows (0: none) [50]
+  --warmup S             before each window: probe running, samples not kept; the flood
+                         starts at the warm-up before the flood window  [2]
+  --duration S           seconds of each window (unloaded, then under flood) [5]
+  --reconnect on|off     a flooder the server closes connects again at once [off]
 
 The generator raises its own open-file soft limit to the hard limit; with a hard limit of
 20,000 one generator process can hold at most about 19,900 connections.
@@ -135,6 +153,12 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "binary",
         "spin",
         "listen",
+        "flooders",
+        "frames",
+        "frame-payload",
+        "pace-ms",
+        "health-every-ms",
+        "reconnect",
     ];
     if let Some(bad) = opts.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown option --{bad} (see --help)"));
@@ -197,11 +221,6 @@ fn run(args: Vec<String>) -> Result<(), String> {
         return write_json(opts.get("json"), Value::Object(r));
     }
 
-    let mode = match cmd.as_str() {
-        "relay" => Mode::Relay,
-        "idle" | "storm" => Mode::Idle,
-        _ => return Err(format!("unknown mode {cmd} (see --help)")),
-    };
     let target: SocketAddrV4 = opts
         .get("target")
         .map(String::as_str)
@@ -211,6 +230,48 @@ fn run(args: Vec<String>) -> Result<(), String> {
     if target.ip().octets()[0] != 127 {
         return Err(format!("--target {target}: only loopback addresses (127.0.0.0/8) may be loaded"));
     }
+    let on = |name: &str| opts.get(name).is_some_and(|v| v == "on" || v == "1" || v == "true");
+    if cmd == "flood-latency" {
+        if opts.get("protocol").is_some_and(|p| p != "diva") {
+            return Err("flood-latency speaks diva's protocol only ([\"ping\"])".into());
+        }
+        let ms = |name: &str, d: f64| -> Result<u64, String> { Ok((num(name, d)? * 1e6) as u64) };
+        let cfg = flood::FloodCfg {
+            target,
+            flooders: num("flooders", 1.0)? as usize,
+            frames: match opts.get("frames").map(String::as_str).unwrap_or("ping") {
+                "ping" => flood::Frames::Ping,
+                "pong" => flood::Frames::Pong,
+                "mixed" => flood::Frames::Mixed,
+                v => return Err(format!("--frames: ping, pong or mixed, not {v}")),
+            },
+            frame_payload: (num("frame-payload", 0.0)? as usize).min(125),
+            pace_ns: ms("pace-ms", 2.0)?.max(10_000),
+            health_every_ns: ms("health-every-ms", 50.0)?,
+            warmup_ns: (num("warmup", 2.0)? * 1e9) as u64,
+            duration_ns: (num("duration", 5.0)? * 1e9) as u64,
+            reconnect: on("reconnect"),
+            server_pid,
+            source_addrs: (num("source-addrs", 16.0)? as usize).clamp(1, 250) as u8,
+        };
+        sys::tight_timer_slack();
+        eprintln!(
+            "diva-load flood-latency -> {target}: {} flooder(s) of {:?} frames, probe every {} us{}",
+            cfg.flooders,
+            cfg.frames,
+            cfg.pace_ns / 1000,
+            if cfg.reconnect { ", flooders reconnect when closed" } else { "" }
+        );
+        let mut run = flood::Flood::new(cfg).map_err(|e| e.to_string())?;
+        let result = run.run(&label).map_err(|e| e.to_string())?;
+        return write_json(opts.get("json"), result);
+    }
+
+    let mode = match cmd.as_str() {
+        "relay" => Mode::Relay,
+        "idle" | "storm" => Mode::Idle,
+        _ => return Err(format!("unknown mode {cmd} (see --help)")),
+    };
     let protocol = match opts.get("protocol").map(String::as_str).unwrap_or("diva") {
         "diva" => Proto::Diva,
         "matchbox" => Proto::Matchbox,
@@ -242,7 +303,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             v => return Err(format!("--ident: self or server, not {v}")),
         },
         server_pid,
-        spin: opts.get("spin").is_some_and(|v| v == "on" || v == "1" || v == "true"),
+        spin: on("spin"),
     };
     let limit = sys::raise_nofile();
     if connections as u64 + 16 > limit {
