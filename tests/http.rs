@@ -1,6 +1,6 @@
 //! HTTP on the signal port: pages, errors, and the WebSocket upgrade, over real sockets.
 
-mod common;
+pub mod common;
 
 use common::TestServer;
 use serde_json::json;
