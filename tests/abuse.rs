@@ -541,12 +541,13 @@ fn protocol_faults_close_only_the_offending_connection() {
     let server = TestServer::start();
     let mut bystander = server.client();
     bystander.join("b", "r");
+    let ping = br#"["ping"]"#;
+    // Headers alone, announcing lengths no frame could have.
     let text_too_big = header_bytes(&header(TEXT), 0x7fff_ffff_ffff_ffff);
     // RFC 6455, section 5.2: the most significant bit of a 64-bit length must be 0.
     let length_high_bit = header_bytes(&header(BINARY), u64::MAX);
     let mut small_length_high_bit = header_bytes(&header(TEXT), 1 << 63 | 8);
-    small_length_high_bit.extend_from_slice(br#"["ping"]"#);
-    let ping = br#"["ping"]"#;
+    small_length_high_bit.extend_from_slice(ping);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked frame", frame(FrameHeader { mask: None, ..header(TEXT) }, ping), 1002),
         ("RSV1 set", frame(FrameHeader { rsv1: true, ..header(TEXT) }, ping), 1002),
