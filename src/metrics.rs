@@ -66,6 +66,18 @@ impl CloseReason {
     }
 }
 
+// `ALL` is in declaration order, so that `reason as usize` is a reason's place in it and in
+// `Metrics::closes`. (tests/tables.rs checks that no variant is missing from it.)
+const _: () = {
+    let mut rest: &[CloseReason] = &CloseReason::ALL;
+    let mut place = 0;
+    while let [reason, tail @ ..] = rest {
+        assert!(*reason as usize == place, "CloseReason::ALL is not in declaration order");
+        rest = tail;
+        place += 1;
+    }
+};
+
 /// Calls as counted on the way in; `invalid` for messages that did not parse.
 pub const CALLS: [&str; 6] = ["ident", "join", "signal", "leave", "ping", "invalid"];
 
@@ -101,14 +113,17 @@ pub struct Metrics {
 impl Metrics {
     pub fn count_call(&mut self, call: Option<&str>) {
         let name = call.unwrap_or("invalid");
-        let index = CALLS.iter().position(|&c| c == name).unwrap_or(CALLS.len() - 1);
-        if let Some(slot) = self.messages_received.get_mut(index) {
+        let index = CALLS.iter().position(|&c| c == name);
+        debug_assert!(index.is_some(), "the call {name:?} is missing from CALLS");
+        if let Some(slot) = self.messages_received.get_mut(index.unwrap_or(CALLS.len() - 1)) {
             *slot += 1;
         }
     }
 
     pub fn count_sent(&mut self, kind: ReplyKind) {
-        if let Some(slot) = self.messages_sent.get_mut(kind.index()) {
+        let slot = self.messages_sent.get_mut(kind.index());
+        debug_assert!(slot.is_some(), "{kind:?} has no place in ReplyKind::NAMES");
+        if let Some(slot) = slot {
             *slot += 1;
         }
         if let ReplyKind::Error(code) = kind
@@ -119,7 +134,9 @@ impl Metrics {
     }
 
     pub fn count_close(&mut self, reason: CloseReason) {
-        if let Some(slot) = self.closes.get_mut(reason as usize) {
+        let slot = self.closes.get_mut(reason as usize);
+        debug_assert!(slot.is_some(), "{reason:?} is missing from CloseReason::ALL");
+        if let Some(slot) = slot {
             *slot += 1;
         }
     }
@@ -250,7 +267,9 @@ impl Metrics {
 }
 
 fn error_index(code: ErrorCode) -> usize {
-    ErrorCode::ALL.iter().position(|&c| c == code).unwrap_or(0)
+    let index = ErrorCode::ALL.iter().position(|&c| c == code);
+    debug_assert!(index.is_some(), "{code:?} is missing from ErrorCode::ALL");
+    index.unwrap_or(0)
 }
 
 #[cfg(test)]

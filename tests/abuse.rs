@@ -1,7 +1,7 @@
 //! Safe by default: limits, and clients that misbehave on purpose. Each test checks
 //! that the offender alone is refused or dropped and everyone else is served.
 
-mod common;
+pub mod common;
 
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, MASK, OP_CLOSE, OP_PING, OP_TEXT, PATIENCE, RawClient, TestServer, error_code, frame_bytes,
-    read_retrying, text_frame,
+    BINARY, CLOSE, CONTINUE, Client, FrameHeader, OpCode, PATIENCE, PING, RawClient, TEXT, TestServer,
+    client_frame, error_code, fragment, frame, header, header_bytes, read_retrying, text_frame,
 };
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -211,9 +211,9 @@ fn fragmented_message_over_the_size_limit_closes_with_1009() {
     let mut raw = server.raw_client();
     // Each fragment is small; together they are over the limit.
     let chunk = [b'x'; 600];
-    raw.send_raw(&frame_bytes(OP_TEXT, Some(MASK), &chunk));
-    raw.send_raw(&frame_bytes(0x00, Some(MASK), &chunk));
-    raw.send_raw(&frame_bytes(0x80, Some(MASK), &chunk));
+    raw.send_raw(&fragment(TEXT, false, &chunk));
+    raw.send_raw(&fragment(CONTINUE, false, &chunk));
+    raw.send_raw(&fragment(CONTINUE, true, &chunk));
     assert_eq!(raw.expect_close(), Some(1009));
     drop(raw);
     assert_pong(&mut bystander);
@@ -235,10 +235,7 @@ fn two_mebibyte_frame_is_refused_and_others_are_served() {
     server.wait_for_clients(1);
     // Same with a raw client that announces 2 MiB and sends only the header.
     let mut raw = server.raw_client();
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&(2u64 * 1024 * 1024).to_be_bytes());
-    header.extend_from_slice(&MASK);
-    raw.send_raw(&header);
+    raw.send_raw(&header_bytes(&header(BINARY), 2 * 1024 * 1024));
     assert_eq!(raw.expect_close(), Some(1009));
     drop(raw);
     assert_pong(&mut bystander);
@@ -517,10 +514,10 @@ fn idle_clients_that_answer_pings_stay_and_silent_ones_are_closed() {
     let mut pings = 0;
     let code = loop {
         let frame = silent.read_frame().expect("a ping or a close frame");
-        match frame.opcode {
-            OP_PING => pings += 1,
-            OP_CLOSE => {
-                let code = frame.payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        match frame.header().opcode {
+            PING => pings += 1,
+            CLOSE => {
+                let code = frame.payload().get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
                 silent.expect_eof();
                 break code;
             }
@@ -544,28 +541,24 @@ fn protocol_faults_close_only_the_offending_connection() {
     let server = TestServer::start();
     let mut bystander = server.client();
     bystander.join("b", "r");
-    let mut text_too_big = vec![0x81, 0x80 | 127];
-    text_too_big.extend_from_slice(&0x7fff_ffff_ffff_ffffu64.to_be_bytes());
-    text_too_big.extend_from_slice(&MASK);
+    let ping = br#"["ping"]"#;
+    // Headers alone, announcing lengths no frame could have.
+    let text_too_big = header_bytes(&header(TEXT), 0x7fff_ffff_ffff_ffff);
     // RFC 6455, section 5.2: the most significant bit of a 64-bit length must be 0.
-    let mut length_high_bit = vec![0x82, 0x80 | 127];
-    length_high_bit.extend_from_slice(&u64::MAX.to_be_bytes());
-    length_high_bit.extend_from_slice(&MASK);
-    let mut small_length_high_bit = vec![0x81, 0x80 | 127];
-    small_length_high_bit.extend_from_slice(&(1u64 << 63 | 8).to_be_bytes());
-    small_length_high_bit.extend_from_slice(&MASK);
-    small_length_high_bit.extend_from_slice(br#"["ping"]"#);
+    let length_high_bit = header_bytes(&header(BINARY), u64::MAX);
+    let mut small_length_high_bit = header_bytes(&header(TEXT), 1 << 63 | 8);
+    small_length_high_bit.extend_from_slice(ping);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("unmasked frame", frame_bytes(0x80 | OP_TEXT, None, br#"["ping"]"#), 1002),
-        ("RSV1 set", frame_bytes(0xC0 | OP_TEXT, Some(MASK), br#"["ping"]"#), 1002),
-        ("RSV2 set", frame_bytes(0xA0 | OP_TEXT, Some(MASK), br#"["ping"]"#), 1002),
-        ("RSV3 set", frame_bytes(0x90 | OP_TEXT, Some(MASK), br#"["ping"]"#), 1002),
-        ("data opcode 3", frame_bytes(0x83, Some(MASK), br#"["ping"]"#), 1002),
-        ("control opcode 0xB", frame_bytes(0x8B, Some(MASK), b""), 1002),
-        ("continuation first", frame_bytes(0x80, Some(MASK), br#"["ping"]"#), 1002),
-        ("invalid UTF-8 text", frame_bytes(0x80 | OP_TEXT, Some(MASK), b"[\"\xff\xfe\"]"), 1007),
-        ("fragmented ping", frame_bytes(OP_PING, Some(MASK), b"x"), 1002),
-        ("126-byte ping", frame_bytes(0x80 | OP_PING, Some(MASK), &[b'x'; 126]), 1002),
+        ("unmasked frame", frame(FrameHeader { mask: None, ..header(TEXT) }, ping), 1002),
+        ("RSV1 set", frame(FrameHeader { rsv1: true, ..header(TEXT) }, ping), 1002),
+        ("RSV2 set", frame(FrameHeader { rsv2: true, ..header(TEXT) }, ping), 1002),
+        ("RSV3 set", frame(FrameHeader { rsv3: true, ..header(TEXT) }, ping), 1002),
+        ("data opcode 3", client_frame(OpCode::from(0x3), ping), 1002),
+        ("control opcode 0xB", client_frame(OpCode::from(0xB), b""), 1002),
+        ("continuation first", client_frame(CONTINUE, ping), 1002),
+        ("invalid UTF-8 text", client_frame(TEXT, b"[\"\xff\xfe\"]"), 1007),
+        ("fragmented ping", fragment(PING, false, b"x"), 1002),
+        ("126-byte ping", client_frame(PING, &[b'x'; 126]), 1002),
         ("absurd length", text_too_big, 1009),
         ("length with the high bit", length_high_bit, 1002),
         ("small length with the high bit", small_length_high_bit, 1002),
@@ -583,11 +576,11 @@ fn protocol_faults_close_only_the_offending_connection() {
     let mut raw = server.raw_client();
     let message = "[\"ping\"]".replace("ping", "pi\u{e9}ng");
     let (head, tail) = message.as_bytes().split_at(4); // inside the two bytes of 'é'
-    raw.send_raw(&frame_bytes(OP_TEXT, Some(MASK), head));
-    raw.send_raw(&frame_bytes(0x80, Some(MASK), tail));
+    raw.send_raw(&fragment(TEXT, false, head));
+    raw.send_raw(&fragment(CONTINUE, true, tail));
     assert_eq!(raw.recv(), json!(["error", "pi\u{e9}ng", "unknown-call", "unknown call"]));
     // ...and a close frame from the client is answered and the connection ends.
-    raw.send_raw(&frame_bytes(0x80 | OP_CLOSE, Some(MASK), &1000u16.to_be_bytes()));
+    raw.send_raw(&client_frame(CLOSE, &1000u16.to_be_bytes()));
     assert_eq!(raw.expect_close(), Some(1000));
     bystander.expect_silence();
     assert_eq!(server.wait_for_clients(1)["addresses"], 1);
@@ -701,14 +694,14 @@ fn endless_empty_fragments_do_not_starve_other_clients() {
     // A text message that never ends: a first fragment, then empty continuation frames
     // without end. The message never grows, so no size limit applies.
     let mut flooder = server.raw_client();
-    flooder.send_raw(&frame_bytes(OP_TEXT, Some(MASK), b"["));
+    flooder.send_raw(&fragment(TEXT, false, b"["));
     let mut writer_stream = flooder.stream.try_clone().expect("clone");
     let stop = Arc::new(AtomicBool::new(false));
     let frames_sent = Arc::new(AtomicU64::new(0));
     let writer = {
         let (stop, frames_sent) = (Arc::clone(&stop), Arc::clone(&frames_sent));
         std::thread::spawn(move || {
-            let batch: Vec<u8> = (0..8192).flat_map(|_| frame_bytes(0x00, Some(MASK), b"")).collect();
+            let batch: Vec<u8> = (0..8192).flat_map(|_| fragment(CONTINUE, false, b"")).collect();
             while !stop.load(Ordering::SeqCst) {
                 if writer_stream.write_all(&batch).is_err() {
                     return;

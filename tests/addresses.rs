@@ -1,12 +1,12 @@
 //! Who a client is: IPv4-mapped peers on `::` binds, trusted proxies and X-Forwarded-For,
 //! over real sockets.
 
-mod common;
+pub mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use common::{PATIENCE, TestServer};
+use common::{PATIENCE, TestServer, connect_from};
 
 /// Sends `request` to `addr` over a fresh connection and returns the whole response.
 fn http_to(addr: SocketAddr, request: &[u8]) -> String {
@@ -123,35 +123,6 @@ fn trust_proxy_on_as_the_readme_showed_starts_and_says_it_means_loopback() {
 // ---------------------------------------------------------------------------
 // The connection table: a share per address, and slots kept for local HTTP.
 // ---------------------------------------------------------------------------
-
-/// A TCP connection to `addr` from the local address `source` (any of 127.0.0.0/8).
-fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-
-    let SocketAddr::V4(target) = addr else { panic!("test servers listen on 127.0.0.1") };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor we own; the sockaddrs outlive the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let local = sockaddr(source, 0);
-        let remote = sockaddr(*target.ip(), target.port());
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0
-            || libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0
-        {
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            panic!("connect from {source}: {err}");
-        }
-        TcpStream::from_raw_fd(fd)
-    }
-}
 
 /// Sends a WebSocket upgrade (with `extra` header lines) over `stream` and returns the
 /// response's status code and the stream, still open when the answer was 101.

@@ -1,6 +1,6 @@
 //! The real binary: command line, exit codes, and graceful shutdown on signals.
 
-mod common;
+pub mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::TcpStream;
@@ -33,21 +33,10 @@ fn spawn(args: &[&str]) -> Spawned {
 }
 
 /// Spawns the server, optionally with a hard open-file limit (to run it out of descriptors).
-fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<libc::rlim_t>) -> Spawned {
-    use std::os::unix::process::CommandExt;
+fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<u64>) -> Spawned {
     let mut command = Command::new(BIN);
     if let Some(limit) = fd_limit {
-        // SAFETY: setrlimit is async-signal-safe and touches only the child.
-        unsafe {
-            command.pre_exec(move || {
-                let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        common::set_fd_limit_in_child(&mut command, limit);
     }
     let mut child = command
         .args(["--bind", "127.0.0.1", "--port", "0"])

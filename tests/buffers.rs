@@ -3,11 +3,13 @@
 //! buffers grew less once its client has been quiet for a second, and nothing it was still
 //! sending or reading is lost when that happens.
 
-mod common;
+pub mod common;
 
 use std::time::Instant;
 
-use common::{MASK, OP_PING, OP_PONG, OP_TEXT, PATIENCE, RawClient, TestServer, frame_bytes, text_frame};
+use common::{
+    CONTINUE, PATIENCE, PING, PONG, RawClient, TEXT, TestServer, client_frame, fragment, text_frame,
+};
 use serde_json::{Value, json};
 
 fn buffers_released(server: &TestServer) -> u64 {
@@ -42,8 +44,8 @@ fn raw_pair(server: &TestServer) -> (RawClient, String, RawClient, String) {
 
 fn recv_json(client: &mut RawClient) -> Value {
     let frame = client.read_frame().expect("a frame");
-    assert_eq!(frame.opcode, OP_TEXT, "{frame:?}");
-    serde_json::from_slice(&frame.payload).expect("JSON")
+    assert_eq!(frame.header().opcode, TEXT, "{frame:?}");
+    serde_json::from_slice(frame.payload()).expect("JSON")
 }
 
 fn signal(from: &str, to: &str, data: &str) -> String {
@@ -110,10 +112,10 @@ fn a_fragmented_message_survives_big_traffic_in_the_middle_of_it() {
     let (head, tail) = message.split_at(message.len() / 2);
 
     // First fragment (big), then a ping: its pong says the server has read that far.
-    alice.send_raw(&frame_bytes(OP_TEXT, Some(MASK), head.as_bytes()));
-    alice.send_raw(&frame_bytes(0x80 | OP_PING, Some(MASK), b"here"));
+    alice.send_raw(&fragment(TEXT, false, head.as_bytes()));
+    alice.send_raw(&client_frame(PING, b"here"));
     let pong = alice.read_frame().expect("pong");
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (OP_PONG, &b"here"[..]));
+    assert_eq!((pong.header().opcode, pong.payload()), (PONG, &b"here"[..]));
 
     // Meanwhile a big message goes out to Alice, and everything is flushed.
     let big_from_bob = big_data(30_000, 3);
@@ -125,7 +127,7 @@ fn a_fragmented_message_survives_big_traffic_in_the_middle_of_it() {
     assert_eq!(buffers_released(&server), 1);
 
     // The final fragment completes the message that was begun before.
-    alice.send_raw(&frame_bytes(0x80, Some(MASK), tail.as_bytes()));
+    alice.send_raw(&fragment(CONTINUE, true, tail.as_bytes()));
     assert_eq!(recv_json(&mut bob), json!(["signal", b, a, big_from_alice]));
     // Now Alice's (incoming and outgoing) and Bob's outgoing side.
     wait_for_released(&server, 3);

@@ -3,7 +3,7 @@
 //! there is no IPv6), that an explicit address is obeyed exactly, and the original's
 //! `LOG_LEVEL` values (pino's: fatal ... trace, silent).
 
-mod common;
+pub mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! Findings of a hostile review: one client must not slow, kick or impersonate another.
 //! Each test reproduces an attack over real sockets and checks that it no longer works.
 
-mod common;
+pub mod common;
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, MASK, OP_CLOSE, OP_PING, OP_PONG, PATIENCE, RawClient, TestServer, frame_bytes, read_retrying,
+    CLOSE, Client, OpCode, PATIENCE, PING, PONG, RawClient, TestServer, client_frame, read_retrying,
 };
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -31,7 +31,7 @@ struct ControlFlood {
 }
 
 impl ControlFlood {
-    fn start(server: &TestServer, opcode: u8) -> ControlFlood {
+    fn start(server: &TestServer, opcode: OpCode) -> ControlFlood {
         let flooder = server.raw_client();
         let mut writer_stream = flooder.stream.try_clone().expect("clone");
         let mut reader_stream = flooder.stream.try_clone().expect("clone");
@@ -39,8 +39,7 @@ impl ControlFlood {
         let writer = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || -> std::io::Result<()> {
-                let batch: Vec<u8> =
-                    (0..4096).flat_map(|_| frame_bytes(0x80 | opcode, Some(MASK), b"x")).collect();
+                let batch: Vec<u8> = (0..4096).flat_map(|_| client_frame(opcode, b"x")).collect();
                 while !stop.load(Ordering::SeqCst) {
                     writer_stream.write_all(&batch)?;
                 }
@@ -83,7 +82,7 @@ fn ping_round_trips(client: &mut Client, rounds: usize) {
 /// under a second; the bound below is only the usual patience, not a measurement.
 #[test]
 fn a_control_frame_flood_gets_one_turn_per_round() {
-    for opcode in [OP_PING, OP_PONG] {
+    for opcode in [PING, PONG] {
         let server = TestServer::with(unlimited_rate);
         let mut client = server.client();
         let flood = ControlFlood::start(&server, opcode);
@@ -102,14 +101,14 @@ fn a_control_frame_flood_gets_one_turn_per_round() {
 /// sending them past it is closed with 1008, and others are served meanwhile.
 #[test]
 fn control_frames_over_the_rate_limit_close_with_1008() {
-    for opcode in [OP_PING, OP_PONG] {
+    for opcode in [PING, PONG] {
         let server = TestServer::with(|config| {
             config.rate_per_sec = 50;
             config.rate_burst = 100;
         });
         let mut client = server.client();
         let mut flooder = server.raw_client();
-        let frames: Vec<u8> = (0..2000).flat_map(|_| frame_bytes(0x80 | opcode, Some(MASK), b"")).collect();
+        let frames: Vec<u8> = (0..2000).flat_map(|_| client_frame(opcode, b"")).collect();
         // The server may close before it has read them all.
         let _ = flooder.try_send_raw(&frames);
         assert_eq!(flooder.expect_close(), Some(u16::from(CloseCode::Policy)), "opcode {opcode}");
@@ -140,24 +139,21 @@ impl SlowReader {
                         let _ = tx.send(None);
                         return;
                     };
-                    match frame.opcode {
-                        OP_PING => {
-                            if client
-                                .try_send_raw(&frame_bytes(0x80 | OP_PONG, Some(MASK), &frame.payload))
-                                .is_err()
-                            {
+                    match frame.header().opcode {
+                        PING => {
+                            if client.try_send_raw(&client_frame(PONG, frame.payload())).is_err() {
                                 let _ = tx.send(None);
                                 return;
                             }
                         }
-                        OP_CLOSE => {
+                        CLOSE => {
                             let _ = tx.send(None);
                             return;
                         }
                         _ => {
-                            let micros = frame.payload.len() as u64 * 1_000_000 / bytes_per_sec;
+                            let micros = frame.payload().len() as u64 * 1_000_000 / bytes_per_sec;
                             std::thread::sleep(Duration::from_micros(micros));
-                            let _ = tx.send(serde_json::from_slice(&frame.payload).ok());
+                            let _ = tx.send(serde_json::from_slice(frame.payload()).ok());
                         }
                     }
                 }

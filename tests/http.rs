@@ -1,6 +1,6 @@
 //! HTTP on the signal port: pages, errors, and the WebSocket upgrade, over real sockets.
 
-mod common;
+pub mod common;
 
 use common::TestServer;
 use serde_json::json;
@@ -184,11 +184,8 @@ fn frames_sent_right_behind_the_handshake_are_not_lost() {
     let mut bytes = b"GET /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         .to_vec();
-    let payload = br#"["ping"]"#;
-    let mask = [1u8, 2, 3, 4];
-    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
-    bytes.extend_from_slice(&mask);
-    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let header = common::FrameHeader { mask: Some([1, 2, 3, 4]), ..common::header(common::TEXT) };
+    bytes.extend(common::frame(header, br#"["ping"]"#));
     stream.write_all(&bytes).expect("send");
     let mut received = Vec::new();
     let mut chunk = [0u8; 512];

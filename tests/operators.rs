@@ -1,7 +1,7 @@
 //! What operators watch: /metrics in Prometheus text format, its access rules, and the
 //! live figures on the landing page; operator settings such as busy polling.
 
-mod common;
+pub mod common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,11 +1,11 @@
 //! Safe by default: who may use an address, how it is given up and taken over,
 //! and who may connect at all (access token, origin).
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
-use common::{OP_PING, TestServer, error_code};
+use common::{PING, TestServer, error_code};
 use serde_json::{Value, json};
 
 /// Asserts that `reply` is a refusal of `call` with `code`, in the four-element form.
@@ -280,7 +280,7 @@ fn a_silent_holder_is_probed_dropped_and_its_address_handed_over() {
     while let Some(frame) = silent.read_frame() {
         frames.push(frame);
     }
-    assert!(frames.iter().any(|f| f.opcode == OP_PING), "no probe ping among {frames:?}");
+    assert!(frames.iter().any(|f| f.header().opcode == PING), "no probe ping among {frames:?}");
 }
 
 #[test]

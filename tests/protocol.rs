@@ -1,6 +1,6 @@
 //! The wire protocol of the original v2.2.x, over real sockets.
 
-mod common;
+pub mod common;
 
 use std::collections::HashSet;
 

