@@ -9,6 +9,7 @@
 //! WebSocket client: one browser-level connection, one flat session per page. Every wait
 //! is bounded by [`TIME_LIMIT`]; the browser (its whole process group), the server and
 //! the temporary profile are removed on drop, also when a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a panic fails the test
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind};

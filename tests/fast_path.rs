@@ -3,6 +3,7 @@
 //! general parser built on it). The fuzz target `parse_call` checks the same property on
 //! arbitrary bytes; these property tests run in plain `cargo test`, on messages shaped as
 //! browsers write them (`JSON.stringify`) and on near misses of them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a panic fails the test
 
 use diva_signal::fast_path::{self, MAX_DEPTH};
 use diva_signal::protocol::{Call, parse_call_general};

@@ -4,6 +4,9 @@
 //! it as `pub mod common;`: what is public from a binary's root counts as used, so a helper
 //! that one binary does not call raises no `dead_code` warning there, and no allowance
 //! is needed. Everything a test needs is re-exported here.
+//!
+//! A helper that fails panics, and so fails its test: unwrap, expect and indexing are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod client;
 mod raw;
