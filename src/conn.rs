@@ -858,8 +858,8 @@ pub fn keep_unsent_small(_stream: &TcpStream) {}
 
 /// True for errors after which retrying accept() later can succeed.
 pub fn is_resource_exhaustion(err: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory for now.
-    matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
+    // Out of descriptors or memory for now.
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ pub mod metrics;
 pub mod protocol;
 pub mod rate;
 pub mod rooms;
+pub mod routes;
 pub mod server;
 
 pub use config::{Command, Config};
-pub use server::{Server, ShutdownHandle, Stats};
+pub use metrics::Stats;
+pub use server::{Server, ShutdownHandle};

@@ -19,17 +19,18 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::admission::{self, Admission, Client, Decision, HTTP_RESERVE};
+use crate::admission::{Admission, Decision, HTTP_RESERVE};
 use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
     self, AfterReply, Conn, HeadRead, Inbox, Incoming, Phase, ReadAhead, ReadEnd, SendError, WriteEnd,
 };
 use crate::http::{self, Answer, Request, Status};
-use crate::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::{TokenBucket, Verdict};
 use crate::rooms::{ConnId, Effect, Rooms};
+use crate::routes::{self, AT_ADDRESS_LIMIT, AT_CONNECTION_LIMIT, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
@@ -55,16 +56,6 @@ const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// At most this often, the allocator is asked to give free memory back (0.1 ms each with
 /// 18,000 connections).
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Live figures, for the health page and for tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub connections: usize,
-    pub rooms: usize,
-    pub addresses: usize,
-    /// Bytes queued for all clients and not yet taken by their sockets.
-    pub queued_output: u64,
-}
 
 /// Asks a running server to shut down, from any thread or a signal handler.
 #[derive(Debug)]
@@ -453,36 +444,23 @@ impl Server {
     }
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
-        let peer = self.conns.get(key).map(|conn| conn.peer);
-        let resolved = peer.map(|peer| self.client(peer.ip(), request));
-        let client = resolved.and_then(Client::ip);
-        let answer = if let Some(refusal) = self.slot_refusal(key, resolved, request) {
-            Answer::Close(refusal)
-        } else if request.wants_websocket() {
-            match self.admission_refusal(request) {
-                Some((status, why)) => Answer::Close(http::error_response(status, why)),
-                None => http::answer(request, self.stats()),
-            }
-        } else {
-            match request.path() {
-                "/health" => {
-                    // The figures are about clients: the request asking for them is not one.
-                    let mut stats = self.stats();
-                    stats.connections = stats.connections.saturating_sub(1);
-                    Answer::Close(http::health_response(request, stats, self.started.elapsed()))
-                }
-                "/metrics" if self.config.metrics => {
-                    if client.is_some_and(|ip| self.config.may_read_metrics(ip)) {
-                        let exposition = self.render_metrics();
-                        Answer::Close(http::metrics_response(request, &exposition))
-                    } else {
-                        let why = "Metrics are not served to this address (see --metrics-allow).";
-                        Answer::Close(http::error_response(Status::Forbidden, why))
-                    }
-                }
-                _ => http::answer(request, self.stats()),
-            }
+        let Some(peer) = self.conns.get(key).map(|conn| conn.peer) else { return };
+        let stats = self.stats();
+        let conns = &self.conns;
+        let live_bytes = || {
+            conns.iter().fold((0, 0), |(read, written), (_, conn)| {
+                (read + conn.socket.bytes_read, written + conn.socket.bytes_written)
+            })
         };
+        let mut site = Site {
+            config: &self.config,
+            admission: &mut self.admission,
+            metrics: &mut self.metrics,
+            stats,
+            uptime: self.started.elapsed(),
+            live_bytes: &live_bytes,
+        };
+        let Routed { answer, client } = routes::route(&mut site, key, peer, request);
         match answer {
             Answer::Close(body) => {
                 if request.wants_websocket() {
@@ -498,86 +476,6 @@ impl Server {
                 self.reply(key, body, AfterReply::Upgrade { leftover }, now);
             }
         }
-    }
-
-    /// Why connection `key` may not have `request` from `client` answered in the slot it
-    /// holds, as the response that says so, if it may not.
-    fn slot_refusal(&mut self, key: ConnId, client: Option<Client>, request: &Request) -> Option<Vec<u8>> {
-        if self.admission.is_reserved(key) {
-            // The reserve is for a local health check or scrape: not for a WebSocket, and not
-            // for a remote client that a local proxy forwards.
-            let local = match client {
-                Some(Client::Direct(_)) => true,
-                Some(Client::Forwarded(ip)) => ip.is_loopback() || self.config.may_read_metrics(ip),
-                Some(Client::Unknown) | None => false,
-            };
-            if request.wants_websocket() || !local {
-                // It is here because the table was full, or because its address had no room
-                // (whatever the table is like by now).
-                if self.admission.came_in_full(key) {
-                    self.metrics.connection_limit_hits += 1;
-                    return Some(http::error_response(Status::ServiceUnavailable, AT_CONNECTION_LIMIT));
-                }
-                self.metrics.address_limit_hits += 1;
-                return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
-            }
-        } else if let Some(Client::Forwarded(ip)) = client
-            && !self.admission.charge(key, ip)
-        {
-            // Only a trusted proxy's connection has a forwarded client; it counts against
-            // that client from now on, as a direct connection from there would.
-            self.metrics.address_limit_hits += 1;
-            return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
-        }
-        None
-    }
-
-    /// Who sent `request` over a connection from `peer`: the peer, or when the peer is a
-    /// proxy named by `--trust-proxy`, the client it forwarded for. A request that came
-    /// through a proxy the server does not trust has no known client, so it never counts
-    /// as local or allowed.
-    fn client(&self, peer: IpAddr, request: &Request) -> Client {
-        admission::resolve_client(peer, request.forwarded_for.as_deref(), |ip| {
-            self.config.is_trusted_proxy(ip)
-        })
-    }
-
-    /// The metrics text, with the byte counts of open connections included.
-    fn render_metrics(&self) -> String {
-        let live = self.conns.iter().fold((0, 0), |(read, written), (_, conn)| {
-            (read + conn.socket.bytes_read, written + conn.socket.bytes_written)
-        });
-        let totals = Metrics {
-            bytes_received: self.metrics.bytes_received + live.0,
-            bytes_sent: self.metrics.bytes_sent + live.1,
-            ..self.metrics.clone()
-        };
-        totals.render(self.stats(), self.started.elapsed())
-    }
-
-    /// Why a WebSocket upgrade may not proceed (token or origin), if it may not.
-    fn admission_refusal(&self, request: &Request) -> Option<(Status, &'static str)> {
-        if !self.config.access_tokens.is_empty() {
-            let offered = request.query_param("token").unwrap_or_default();
-            if !self
-                .config
-                .access_tokens
-                .iter()
-                .any(|token| constant_time_eq(token.as_bytes(), offered.as_bytes()))
-            {
-                return Some((
-                    Status::Unauthorized,
-                    "A valid access token is required: add ?token=... to the URL.",
-                ));
-            }
-        }
-        if !self.config.allowed_origins.is_empty()
-            && let Some(origin) = request.origin.as_deref()
-            && !self.config.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
-        {
-            return Some((Status::Forbidden, "This origin may not use this signal server."));
-        }
-        None
     }
 
     fn reply(&mut self, key: ConnId, body: Vec<u8>, then: AfterReply, now: Instant) {
@@ -988,10 +886,6 @@ impl Server {
     }
 }
 
-const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
-const AT_ADDRESS_LIMIT: &str =
-    "Too many connections from your address (see --max-connections-per-ip); close some and retry.";
-
 /// Answers a client that may not come in and closes, without keeping it.
 fn refuse(mut stream: TcpStream, status: Status, why: &str) {
     let body = http::error_response(status, why);
@@ -1000,15 +894,6 @@ fn refuse(mut stream: TcpStream, status: Status, why: &str) {
     // Read what the client already sent so that closing does not reset the connection.
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-}
-
-/// Compares secrets in time that depends only on their lengths, not their contents.
-fn constant_time_eq(expected: &[u8], offered: &[u8]) -> bool {
-    let mut diff = expected.len() ^ offered.len();
-    for (i, &byte) in expected.iter().enumerate() {
-        diff |= usize::from(byte ^ offered.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 /// Hands the allocator's free pages back to the system. glibc keeps freed small blocks
@@ -1042,18 +927,4 @@ fn default_max_connections() -> usize {
     // The reserved HTTP slots take descriptors too.
     let headroom = FD_HEADROOM + HTTP_RESERVE as u64;
     usize::try_from(soft.saturating_sub(headroom).clamp(16, 1 << 20)).unwrap_or(1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_contents_and_lengths() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"secret", b"secre"));
-        assert!(!constant_time_eq(b"secret", b""));
-    }
 }
