@@ -16,12 +16,14 @@ pub mod ident;
 pub mod json_text;
 pub mod listen;
 pub mod logging;
+pub mod memory_stream;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;
 pub mod rooms;
 pub mod routes;
 pub mod server;
+pub mod stream;
 
 pub use config::{Command, Config};
 pub use metrics::Stats;

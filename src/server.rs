@@ -23,13 +23,17 @@ use crate::admission::{Admission, Decision, HTTP_RESERVE};
 use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
-    self, AfterReply, Conn, HeadRead, Inbox, Incoming, Phase, ReadAhead, ReadEnd, SendError, WriteEnd,
+    self, AfterReply, Charge, HeadRead, Inbox, Incoming, ReadAhead, ReadEnd, SendError, Stage, WriteEnd,
 };
 use crate::http::{self, Answer, Request, Status};
 use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
-use crate::rate::{TokenBucket, Verdict};
+use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
+use crate::stream;
+
+/// A client connection as this server has it: over plain TCP.
+type Conn = conn::Conn<TcpStream>;
 use crate::routes::{self, AT_ADDRESS_LIMIT, AT_CONNECTION_LIMIT, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -104,6 +108,8 @@ pub struct Server {
     /// accept() is failing for want of descriptors or memory (logged once per episode).
     last_accept_warning: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// When the current round began: the time for what happens in it.
+    round_time: Instant,
     next_sweep: Instant,
     last_sweep: Instant,
     /// Buffers were released since the allocator last gave free memory back.
@@ -163,6 +169,7 @@ impl Server {
             accept_paused_until: None,
             last_accept_warning: None,
             shutdown_deadline: None,
+            round_time: now,
             next_sweep: now,
             last_sweep: now,
             released_since_trim: false,
@@ -213,6 +220,7 @@ impl Server {
                 Err(err) => return Err(err),
             }
             let now = Instant::now();
+            self.round_time = now;
             if !events.is_empty() {
                 last_event = now;
             }
@@ -222,10 +230,7 @@ impl Server {
                     SHUTDOWN => self.begin_shutdown(now),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
-                            conn.socket.drained = false;
-                            if event.is_read_closed() || event.is_error() {
-                                conn.socket.trust_short_reads = false;
-                            }
+                            conn.on_readiness(event.is_read_closed() || event.is_error());
                         }
                         if event.is_writable() || event.is_write_closed() {
                             self.on_writable(key, now);
@@ -240,7 +245,7 @@ impl Server {
             // round, or both: a client that keeps its socket full gets no more than others.
             for key in std::mem::take(&mut self.to_read) {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.read_queued = false;
+                    conn.delist_for_read();
                 }
                 self.on_readable(key, now);
             }
@@ -318,7 +323,7 @@ impl Server {
                 Err(err) => {
                     self.metrics.accept_errors += 1;
                     failures += 1;
-                    let exhausted = conn::is_resource_exhaustion(&err);
+                    let exhausted = stream::is_resource_exhaustion(&err);
                     if exhausted
                         && self.last_accept_warning.is_none_or(|at| now - at >= ACCEPT_WARNING_INTERVAL)
                     {
@@ -355,37 +360,30 @@ impl Server {
 
     fn admit(
         &mut self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         charge: Option<IpAddr>,
         reserved: bool,
         now: Instant,
     ) {
-        // Signaling is small messages that want to go out at once.
-        let _ = stream.set_nodelay(true);
-        conn::keep_unsent_small(&stream);
+        stream::tune_for_signaling(&stream);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(err) =
-            self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-        {
+        let rate = TokenBucket::new(self.config.rate_burst, now);
+        let mut conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
+        if let Err(err) = conn.register(self.poll.registry(), Token(key)) {
             warn!("cannot watch a new connection from {peer}: {err}");
             return;
         }
         debug!("connection {key} from {peer}");
-        let rate = TokenBucket::new(self.config.rate_burst, now);
-        let conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
         entry.insert(conn);
         self.admission.admit(key, charge, reserved);
     }
 
     fn on_readable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
-            return;
-        }
-        match &conn.phase {
-            Phase::ReadingHead { .. } => match conn.read_head() {
+        match conn.stage() {
+            Stage::ReadingHead => match conn.read_head() {
                 HeadRead::Partial => {}
                 HeadRead::Gone => self.finish(key, CloseReason::Client),
                 HeadRead::Invalid(status) => {
@@ -396,13 +394,13 @@ impl Server {
                 }
                 HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
             },
-            Phase::Open(_) => self.read_messages(key, now),
-            Phase::WritingReply { .. } => {}
-            Phase::Closing { .. } | Phase::Lingering { .. } => match conn.discard_input() {
+            Stage::Open => self.read_messages(key, now),
+            Stage::WritingReply | Stage::Finished => {}
+            Stage::Closing => match conn.discard_input() {
                 ReadEnd::Drained => {}
                 ReadEnd::MoreLeft => self.queue_read(key),
                 ReadEnd::Gone | ReadEnd::Fail(..) => {
-                    let reason = conn.close_reason;
+                    let reason = conn.close_reason();
                     self.finish(key, reason);
                 }
             },
@@ -411,14 +409,14 @@ impl Server {
 
     fn on_writable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
+        if conn.is_finished() {
             return;
         }
         let was_open = conn.is_open();
         let ws_config = self.ws_config;
         let probe_timeout = self.config.probe_timeout;
         let Some(end) = self.with_output(key, |conn| {
-            let end = conn.flush(&ws_config);
+            let end = conn.flush(&ws_config, now);
             conn.time_probe(now, probe_timeout);
             end
         }) else {
@@ -427,7 +425,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match end {
             WriteEnd::Gone => {
-                let reason = if was_open { CloseReason::Error } else { conn.close_reason };
+                let reason = if was_open { CloseReason::Error } else { conn.close_reason() };
                 self.finish(key, reason);
             }
             WriteEnd::Done | WriteEnd::Blocked => {
@@ -444,12 +442,13 @@ impl Server {
     }
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
-        let Some(peer) = self.conns.get(key).map(|conn| conn.peer) else { return };
+        let Some(peer) = self.conns.get(key).map(Conn::peer) else { return };
         let stats = self.stats();
         let conns = &self.conns;
         let live_bytes = || {
             conns.iter().fold((0, 0), |(read, written), (_, conn)| {
-                (read + conn.socket.bytes_read, written + conn.socket.bytes_written)
+                let counts = conn.byte_counts();
+                (read + counts.read, written + counts.written)
             })
         };
         let mut site = Site {
@@ -480,12 +479,9 @@ impl Server {
 
     fn reply(&mut self, key: ConnId, body: Vec<u8>, then: AfterReply, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if matches!(then, AfterReply::Close) {
-            conn.close_reason = CloseReason::HttpDone;
-        }
-        match conn.reply(body, then, &self.ws_config) {
+        match conn.reply(body, then, &self.ws_config, now) {
             WriteEnd::Gone => {
-                let reason = conn.close_reason;
+                let reason = conn.close_reason();
                 self.finish(key, reason);
             }
             WriteEnd::Blocked => {}
@@ -531,12 +527,12 @@ impl Server {
     /// connection's rate: a flood of pings costs the loop as much as a flood of calls.
     fn handle_message(&mut self, key: ConnId, message: Incoming<'_>, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
-            conn.strikes += 1;
-            if conn.strikes > MAX_STRIKES {
-                debug!("connection {key}: kept sending over the rate limit; closing");
-                return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
-            }
+        let charge = conn.charge_message(self.config.rate_per_sec, self.config.rate_burst, MAX_STRIKES, now);
+        if charge == Charge::Flooding {
+            debug!("connection {key}: kept sending over the rate limit; closing");
+            return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
+        }
+        if charge == Charge::Refused {
             if message == Incoming::Control {
                 // Nothing to answer a control frame with; the strike is the whole cost.
                 return;
@@ -550,7 +546,6 @@ impl Server {
                 relayed_from: None,
             });
         } else {
-            conn.strikes = 0;
             let parsed = match message {
                 Incoming::Text(text) => protocol::parse_call_text(text),
                 Incoming::NotUtf8 => Err(protocol::ParseError::not_utf8()),
@@ -654,19 +649,13 @@ impl Server {
 
     /// Gives `key` a read turn this round (or the next, when called during the reads).
     fn queue_read(&mut self, key: ConnId) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.read_queued
-        {
-            conn.read_queued = true;
+        if self.conns.get_mut(key).is_some_and(Conn::enlist_for_read) {
             self.to_read.push(key);
         }
     }
 
     fn queue_flush(&mut self, key: ConnId) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.flush_queued
-        {
-            conn.flush_queued = true;
+        if self.conns.get_mut(key).is_some_and(Conn::enlist_for_flush) {
             self.to_flush.push(key);
         }
     }
@@ -674,10 +663,8 @@ impl Server {
     fn flush_queued(&mut self, now: Instant) {
         for key in std::mem::take(&mut self.to_flush) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
-            conn.flush_queued = false;
-            if !conn.finished {
-                self.on_writable(key, now);
-            }
+            conn.delist_for_flush();
+            self.on_writable(key, now);
         }
     }
 
@@ -685,28 +672,27 @@ impl Server {
     fn close(&mut self, key: ConnId, code: CloseCode, why: &'static str, reason: CloseReason) {
         self.release_addresses(key);
         let ws_config = self.ws_config;
-        let end = self.with_output(key, |conn| {
-            conn.close_reason = reason;
-            conn.close(code, why, &ws_config)
-        });
+        let now = self.round_time;
+        let end = self.with_output(key, |conn| conn.close(code, why, reason, &ws_config, now));
         if end == Some(WriteEnd::Gone) {
             self.finish(key, reason);
         }
     }
 
     /// Drops a connection: releases its addresses now and its slot after this round.
+    /// Its queued output counts as gone at once; its memory goes when it leaves the slab.
     fn finish(&mut self, key: ConnId, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
-            return;
-        }
-        conn.finished = true;
+        let held_output = self.conns.get(key).is_some_and(|conn| conn.pending_output() > 0);
+        let Some(Some(counts)) = self.with_output(key, Conn::finish) else { return };
+        // What a connection that held much leaves behind goes back to the system soon,
+        // not at the next unrelated release.
+        self.released_since_trim |= held_output;
         self.metrics.count_close(reason);
-        self.metrics.bytes_received += conn.socket.bytes_read;
-        self.metrics.bytes_sent += conn.socket.bytes_written;
-        conn.socket.bytes_read = 0;
-        conn.socket.bytes_written = 0;
-        debug!("connection {key} from {} closed ({})", conn.peer, reason.as_str());
+        self.metrics.bytes_received += counts.read;
+        self.metrics.bytes_sent += counts.written;
+        if let Some(conn) = self.conns.get(key) {
+            debug!("connection {key} from {} closed ({})", conn.peer(), reason.as_str());
+        }
         self.to_remove.push(key);
         self.release_addresses(key);
     }
@@ -724,11 +710,9 @@ impl Server {
     fn remove_finished(&mut self) {
         for key in std::mem::take(&mut self.to_remove) {
             if let Some(mut conn) = self.conns.try_remove(key) {
-                let _ = self.poll.registry().deregister(&mut conn.socket.stream);
-                self.outbound_total = self.outbound_total.saturating_sub(conn.pending_output());
-                // What a connection that held much leaves behind goes back to the system
-                // soon, not at the next unrelated release.
-                if conn.buffers_grown() || conn.pending_output() > 0 {
+                let _ = conn.deregister(self.poll.registry());
+                // (Its queued output was counted out when it finished.)
+                if conn.buffers_grown() {
                     self.released_since_trim = true;
                 }
                 // Here and only here: the one place a connection leaves the table.
@@ -754,13 +738,13 @@ impl Server {
         let since_last_sweep = now.saturating_duration_since(self.last_sweep);
         self.last_sweep = now;
         for (key, conn) in self.conns.iter_mut() {
-            if conn.finished {
+            if conn.is_finished() {
                 continue;
             }
             conn.time_probe(now, self.config.probe_timeout);
             conn.release_idle_bookkeeping();
             let pace = conn.output_pace(now, since_last_sweep);
-            let quiet = now.saturating_duration_since(conn.last_heard);
+            let quiet = conn.quiet_for(now);
             if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
                 to_shrink.push(key);
             }
@@ -768,15 +752,11 @@ impl Server {
                 expired.push((key, CloseReason::ProbeTimeout));
             } else if pace.stalled_for >= self.config.stall_timeout {
                 expired.push((key, CloseReason::NotReading));
-            } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
-                let reason = match conn.phase {
-                    Phase::ReadingHead { .. } => CloseReason::HandshakeTimeout,
-                    _ => conn.close_reason,
-                };
+            } else if let Some(reason) = conn.deadline_passed(now) {
                 expired.push((key, reason));
             } else if conn.is_open() && quiet >= self.config.idle_timeout {
                 idle.push(key);
-            } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
+            } else if conn.wants_keep_alive(self.config.ping_interval, now) {
                 to_ping.push(key);
             }
             if pace.too_slow_for(self.config.stall_timeout) {
@@ -798,10 +778,7 @@ impl Server {
             self.close(key, CloseCode::Away, "idle timeout", CloseReason::Idle);
         }
         for key in to_ping {
-            if self.with_output(key, Conn::ping).flatten().is_some()
-                && let Some(conn) = self.conns.get_mut(key)
-            {
-                conn.pinged = true;
+            if self.with_output(key, Conn::keep_alive) == Some(true) {
                 self.queue_flush(key);
             }
         }
@@ -831,7 +808,7 @@ impl Server {
             if !self.outbound_full(room) {
                 break;
             }
-            if self.conns.get(key).is_none_or(|conn| conn.finished) {
+            if self.conns.get(key).is_none_or(Conn::is_finished) {
                 continue;
             }
             debug!(
@@ -839,13 +816,8 @@ impl Server {
                  for {stalled_for:?}; dropping to free memory"
             );
             self.metrics.pressure_drops += 1;
+            // Its memory is freed when it leaves the slab; finishing counts it as gone now.
             self.finish(key, CloseReason::NotReading);
-            // Its memory is freed when it leaves the slab; count it as gone now.
-            if let Some(conn) = self.conns.get_mut(key) {
-                let freed = conn.pending_output();
-                self.outbound_total = self.outbound_total.saturating_sub(freed);
-                conn.forget_output();
-            }
         }
     }
 
