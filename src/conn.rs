@@ -1008,6 +1008,315 @@ pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSock
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_stream::{MemoryStream, Pipe};
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    const HEAD: &[u8] = b"GET /room HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    const SWITCHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn config() -> WebSocketConfig {
+        websocket_config(64 * 1024, 64 * 1024)
+    }
+
+    fn connection(now: Instant) -> (Conn<MemoryStream>, Pipe) {
+        let (stream, pipe) = MemoryStream::new();
+        let peer = SocketAddr::from(([192, 0, 2, 1], 4711));
+        (Conn::new(stream, peer, now, HANDSHAKE_TIMEOUT, TokenBucket::new(10, now)), pipe)
+    }
+
+    /// A text frame as a client sends it: masked.
+    fn client_frame(text: &str) -> Vec<u8> {
+        let mut frame = Frame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+        let mut out = Vec::new();
+        frame.format(&mut out).expect("a Vec takes every byte");
+        out
+    }
+
+    fn read_head_complete(conn: &mut Conn<MemoryStream>) -> (Box<Request>, Vec<u8>) {
+        match conn.read_head() {
+            HeadRead::Complete { request, leftover } => (request, leftover),
+            HeadRead::Partial => panic!("head incomplete"),
+            HeadRead::Invalid(status) => panic!("head invalid: {}", status.code()),
+            HeadRead::Gone => panic!("connection gone"),
+        }
+    }
+
+    /// A connection that has read the head and answered it with a 101: open.
+    fn open_connection(now: Instant) -> (Conn<MemoryStream>, Pipe) {
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(HEAD);
+        let (_, leftover) = read_head_complete(&mut conn);
+        let end = conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now);
+        assert_eq!(end, WriteEnd::Done);
+        assert_eq!(conn.stage(), Stage::Open);
+        assert_eq!(pipe.take_written(), SWITCHING);
+        (conn, pipe)
+    }
+
+    fn texts(inbox: &Inbox) -> Vec<String> {
+        (0..inbox.len())
+            .filter_map(|index| match inbox.get(index) {
+                Some(Incoming::Text(text)) => Some(text.to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_is_read_whole() {
+        let now = Instant::now();
+        for split in 1..HEAD.len() {
+            let (mut conn, pipe) = connection(now);
+            pipe.arrive(HEAD.get(..split).unwrap_or_default());
+            assert!(matches!(conn.read_head(), HeadRead::Partial), "split at {split}");
+            let mut rest = HEAD.get(split..).unwrap_or_default().to_vec();
+            rest.push(0x81);
+            pipe.arrive(rest);
+            conn.on_readiness(false);
+            let (request, leftover) = read_head_complete(&mut conn);
+            assert_eq!(request.path(), "/room", "split at {split}");
+            assert!(request.wants_websocket());
+            assert_eq!(leftover, [0x81], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn reads_retry_after_eintr_and_wait_after_would_block() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.would_block();
+        pipe.interrupt();
+        pipe.arrive(HEAD);
+        assert!(matches!(conn.read_head(), HeadRead::Partial));
+        conn.on_readiness(false);
+        let (request, leftover) = read_head_complete(&mut conn);
+        assert_eq!(request.path(), "/room");
+        assert!(leftover.is_empty());
+    }
+
+    #[test]
+    fn a_short_read_means_drained_until_the_next_event_unless_the_peer_hung_up() {
+        let now = Instant::now();
+        let half = HEAD.get(..20).unwrap_or_default();
+        // Short read: no further read until an event, so the hang-up behind it waits.
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(half);
+        pipe.hang_up();
+        assert!(matches!(conn.read_head(), HeadRead::Partial));
+        conn.on_readiness(false);
+        assert!(matches!(conn.read_head(), HeadRead::Gone));
+        // Once an event said the peer hung up, reads go on to its end of stream at once.
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(half);
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert!(matches!(conn.read_head(), HeadRead::Gone));
+    }
+
+    #[test]
+    fn a_head_must_be_complete_by_its_deadline() {
+        let now = Instant::now();
+        let (conn, _pipe) = connection(now);
+        assert_eq!(conn.deadline_passed(now), None);
+        assert_eq!(conn.deadline_passed(now + HANDSHAKE_TIMEOUT), Some(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn a_reply_the_socket_cannot_take_at_once_goes_out_when_writable() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(HEAD);
+        let (_, leftover) = read_head_complete(&mut conn);
+        pipe.set_write_room(Some(10));
+        let end = conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now);
+        assert_eq!(end, WriteEnd::Blocked);
+        assert_eq!(conn.stage(), Stage::WritingReply);
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.stage(), Stage::Open);
+        assert_eq!(pipe.take_written(), SWITCHING);
+    }
+
+    #[test]
+    fn a_reply_that_closes_shuts_our_side_and_lingers() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(b"GET / HTTP/1.1\r\n\r\n".as_slice());
+        read_head_complete(&mut conn);
+        let body = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        assert_eq!(conn.reply(body.clone(), AfterReply::Close, &config(), now), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), body);
+        assert!(pipe.write_shut());
+        assert_eq!(conn.stage(), Stage::Closing);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE), Some(CloseReason::HttpDone));
+        pipe.arrive(b"late".as_slice());
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert_eq!(conn.discard_input(), ReadEnd::Gone);
+    }
+
+    #[test]
+    fn frames_behind_the_head_and_split_at_every_byte_are_read_whole() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        let first = client_frame("behind the head");
+        let mut head_and_more = HEAD.to_vec();
+        head_and_more.extend_from_slice(first.get(..3).unwrap_or_default());
+        pipe.arrive(head_and_more);
+        let (_, leftover) = read_head_complete(&mut conn);
+        assert_eq!(
+            conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now),
+            WriteEnd::Done
+        );
+        let mut rest = first.get(3..).unwrap_or_default().to_vec();
+        rest.extend(client_frame("one byte at a time"));
+        let mut ahead = ReadAhead::new();
+        let mut inbox = Inbox::default();
+        for byte in rest {
+            pipe.arrive(vec![byte]);
+            conn.on_readiness(false);
+            assert_eq!(conn.read_messages(64, now, &mut ahead, &mut inbox), ReadEnd::Drained);
+        }
+        assert_eq!(texts(&inbox), ["behind the head", "one byte at a time"]);
+    }
+
+    #[test]
+    fn a_turn_ends_at_its_budget_and_the_rest_waits_for_the_next() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        // Longer than tungstenite's 256-byte reads, so the read-ahead still holds some.
+        let [first, second, third] = ["1", "2", "3"].map(|digit| digit.repeat(300));
+        let mut batch = client_frame(&first);
+        batch.extend(client_frame(&second));
+        batch.extend(client_frame(&third));
+        pipe.arrive(batch);
+        conn.on_readiness(false);
+        let mut ahead = ReadAhead::new();
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(1, now, &mut ahead, &mut inbox), ReadEnd::MoreLeft);
+        assert_eq!(texts(&inbox), [first]);
+        assert_eq!(pipe.unread(), 0, "read ahead in one call");
+        // What the turn read ahead stays with the connection, not in the shared buffer.
+        assert!(ahead.pending().is_empty());
+        inbox.clear();
+        assert_eq!(conn.read_messages(1, now, &mut ahead, &mut inbox), ReadEnd::MoreLeft);
+        assert_eq!(conn.read_messages(64, now, &mut ahead, &mut inbox), ReadEnd::Drained);
+        assert_eq!(texts(&inbox), [second, third]);
+    }
+
+    #[test]
+    fn eintr_while_reading_messages_is_retried() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        pipe.interrupt();
+        pipe.arrive(client_frame("after a signal"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, now, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert_eq!(texts(&inbox), ["after a signal"]);
+    }
+
+    #[test]
+    fn a_close_sends_the_frame_shuts_our_side_and_lingers_until_the_hang_up() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        let end = conn.close(CloseCode::Away, "bye", CloseReason::Idle, &config(), now);
+        assert_eq!(end, WriteEnd::Done);
+        // 0x88: a final close frame; then its length, 1001 and the reason, unmasked.
+        assert_eq!(pipe.take_written(), [0x88, 5, 0x03, 0xe9, b'b', b'y', b'e']);
+        assert!(pipe.write_shut());
+        assert_eq!(conn.stage(), Stage::Closing);
+        assert_eq!(conn.pending_output(), 0);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE - Duration::from_millis(1)), None);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE), Some(CloseReason::Idle));
+        assert_eq!(conn.send("too late".into(), None), Err(SendError::NotOpen));
+        pipe.arrive([0x88, 0x80, 0, 0, 0, 0].as_slice());
+        conn.on_readiness(false);
+        assert_eq!(conn.discard_input(), ReadEnd::Drained);
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert_eq!(conn.discard_input(), ReadEnd::Gone);
+    }
+
+    #[test]
+    fn a_close_the_socket_cannot_take_waits_and_then_lingers() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        pipe.set_write_room(Some(0));
+        assert_eq!(
+            conn.close(CloseCode::Normal, "", CloseReason::Shutdown, &config(), now),
+            WriteEnd::Blocked
+        );
+        assert!(!pipe.write_shut());
+        // A second close while closing changes nothing.
+        assert_eq!(conn.close(CloseCode::Away, "", CloseReason::Idle, &config(), now), WriteEnd::Blocked);
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), [0x88, 2, 0x03, 0xe8]);
+        assert!(pipe.write_shut());
+    }
+
+    #[test]
+    fn output_queues_until_flushed_and_counts_until_finished() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        assert_eq!(conn.send("hello".into(), None), Ok(()));
+        assert!(conn.pending_output() > 0);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.pending_output(), 0);
+        assert_eq!(pipe.take_written(), [0x81, 5, b'h', b'e', b'l', b'l', b'o']);
+        pipe.set_write_room(Some(0));
+        assert_eq!(conn.send("queued".into(), None), Ok(()));
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        let queued = conn.pending_output();
+        assert!(queued > 0);
+        let counts = conn.finish().expect("finishes once");
+        assert_eq!(counts.read, HEAD.len() as u64);
+        assert_eq!(counts.written, (SWITCHING.len() + 7) as u64);
+        assert_eq!(conn.stage(), Stage::Finished);
+        assert_eq!(conn.pending_output(), 0, "forgotten when finished");
+        assert_eq!(conn.finish(), None);
+        assert_eq!(conn.close(CloseCode::Away, "", CloseReason::Idle, &config(), now), WriteEnd::Gone);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.deadline_passed(now + Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn keep_alive_pings_a_quiet_client_once_until_it_is_heard() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(30);
+        let (mut conn, pipe) = open_connection(now);
+        assert!(!conn.wants_keep_alive(interval, now));
+        let later = now + interval;
+        assert!(conn.wants_keep_alive(interval, later));
+        assert!(conn.keep_alive());
+        assert!(!conn.wants_keep_alive(interval, later));
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), [0x89, 0]);
+        pipe.arrive(client_frame("here"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, later, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert_eq!(conn.quiet_for(later), Duration::ZERO);
+        assert!(conn.wants_keep_alive(interval, later + interval));
+    }
+
+    #[test]
+    fn messages_over_the_rate_are_refused_and_a_flood_is_told_apart() {
+        let now = Instant::now();
+        let (mut conn, _pipe) = connection(now);
+        let charges: Vec<_> = (0..13).map(|_| conn.charge_message(1, 10, 2, now)).collect();
+        assert!(charges.iter().take(10).all(|&charge| charge == Charge::Paid));
+        assert_eq!(charges.get(10..), Some([Charge::Refused, Charge::Refused, Charge::Flooding].as_slice()));
+        // A paid message clears the strikes.
+        assert_eq!(conn.charge_message(1, 10, 2, now + Duration::from_secs(1)), Charge::Paid);
+        assert_eq!(conn.charge_message(1, 10, 2, now + Duration::from_secs(1)), Charge::Refused);
+    }
 
     #[test]
     fn a_client_is_too_slow_when_it_takes_nothing_or_would_not_drain_in_time() {
