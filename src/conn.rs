@@ -114,7 +114,7 @@ pub enum HeadRead {
 }
 
 /// How reading WebSocket messages went.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
     /// Everything available was read.
     Drained,
@@ -844,6 +844,12 @@ impl<S: ByteStream> Conn<S> {
         self.shrink_requested = self.buffers_grown();
     }
 
+    /// Asks for fresh buffers at the next flush that writes everything, grown or not: for
+    /// tests and fuzzing, which try a release at every point where one may happen.
+    pub fn request_fresh_buffers(&mut self) {
+        self.shrink_requested = true;
+    }
+
     /// After a big message, or when asked to ([`Conn::request_shrink`]), swaps tungstenite's
     /// grown buffers for fresh small ones, once nothing is in them: call it right after a
     /// flush that wrote everything. tungstenite has no call to shrink them, and a client
@@ -981,7 +987,7 @@ fn read_failure(err: WsError, handed: &FrameBoundaries) -> ReadEnd {
 /// its last read ended for want of input (`wants_input`), so no whole frame waits in it,
 /// and the bytes it was given (`handed`) end with a complete message, so it holds no part
 /// of a frame or of a fragmented message either; and it is not closing.
-pub fn may_renew(ws: &WebSocketContext, wants_input: bool, handed: &FrameBoundaries) -> bool {
+fn may_renew(ws: &WebSocketContext, wants_input: bool, handed: &FrameBoundaries) -> bool {
     wants_input && handed.at_message_boundary() && ws.can_write()
 }
 
