@@ -1,20 +1,59 @@
-//! What the server answers a complete request head with: who the client is (the peer or
-//! the address a trusted proxy forwarded for), whether the slot it holds and the
-//! server's tokens and origins let it in, and which page or upgrade it gets. No I/O: the
-//! loop writes the answer.
+//! Who may come in and what they are answered: whether a new connection gets a slot,
+//! and for a complete request head who the client is (the peer or the address a trusted
+//! proxy forwarded for), whether the slot it holds and the server's tokens and origins
+//! let it in, and which page or upgrade it gets. No I/O: the loop writes the answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::admission::{self, Admission, Client};
+use crate::admission::{self, Admission, Client, Decision};
 use crate::config::Config;
 use crate::http::{self, Answer, Request, Status};
 use crate::metrics::{Metrics, Stats};
 use crate::rooms::ConnId;
 
-pub const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
-pub const AT_ADDRESS_LIMIT: &str =
+const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
+const AT_ADDRESS_LIMIT: &str =
     "Too many connections from your address (see --max-connections-per-ip); close some and retry.";
+
+/// What happens to a new connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// It takes a slot, counted against `charge` (none for a trusted proxy, until it
+    /// names its client); `reserved`: one kept for local HTTP.
+    Admit { charge: Option<IpAddr>, reserved: bool },
+    /// It is answered with this response and closed.
+    Refuse(Vec<u8>),
+}
+
+/// Whether a new connection from `peer` may come in; `local_ip` is the address it reached
+/// on this host (asked only when the table is full). Counts refusals.
+pub fn admit(
+    config: &Config,
+    admission: &Admission,
+    metrics: &mut Metrics,
+    peer: IpAddr,
+    local_ip: impl FnOnce() -> Option<IpAddr>,
+) -> Entry {
+    // A trusted proxy speaks for many clients: its connections count against the client
+    // it names, once the request head says who that is.
+    let charge = Some(peer).filter(|&ip| !config.is_trusted_proxy(ip));
+    // The HTTP reserve is for loopback, an address of this host (`--healthcheck` with a
+    // specific `--bind` comes from there), or a network allowed to read `/metrics`.
+    let privileged = || peer.is_loopback() || config.may_read_metrics(peer) || local_ip() == Some(peer);
+    match admission.judge(charge, privileged) {
+        Decision::Admit => Entry::Admit { charge, reserved: false },
+        Decision::AdmitReserved => Entry::Admit { charge, reserved: true },
+        Decision::RefuseFull => {
+            metrics.connection_limit_hits += 1;
+            Entry::Refuse(http::error_response(Status::ServiceUnavailable, AT_CONNECTION_LIMIT))
+        }
+        Decision::RefuseAddress => {
+            metrics.address_limit_hits += 1;
+            Entry::Refuse(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT))
+        }
+    }
+}
 
 /// What answering a request needs from the server.
 pub struct Site<'a> {
@@ -152,6 +191,29 @@ fn constant_time_eq(expected: &[u8], offered: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_keeps_its_reserve_for_local_peers_and_refuses_others_with_503() {
+        let config = Config::default();
+        let mut admission = Admission::new(1, 0);
+        let mut metrics = Metrics::default();
+        let remote = IpAddr::from([192, 0, 2, 1]);
+        let entry = admit(&config, &admission, &mut metrics, remote, || None);
+        assert_eq!(entry, Entry::Admit { charge: Some(remote), reserved: false });
+        admission.admit(0, Some(remote), false);
+        let Entry::Refuse(response) = admit(&config, &admission, &mut metrics, remote, || None) else {
+            panic!("a full table admitted a remote peer")
+        };
+        assert!(response.starts_with(b"HTTP/1.1 503"));
+        assert_eq!(metrics.connection_limit_hits, 1);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let entry = admit(&config, &admission, &mut metrics, loopback, || None);
+        // (Loopback is a trusted proxy by default: it counts against whom it names.)
+        assert_eq!(entry, Entry::Admit { charge: None, reserved: true });
+        // An address of this host counts as local too.
+        let entry = admit(&config, &admission, &mut metrics, remote, || Some(remote));
+        assert_eq!(entry, Entry::Admit { charge: Some(remote), reserved: true });
+    }
 
     #[test]
     fn constant_time_eq_compares_contents_and_lengths() {

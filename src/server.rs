@@ -19,13 +19,13 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::admission::{Admission, Decision, HTTP_RESERVE};
+use crate::admission::{Admission, HTTP_RESERVE};
 use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
     self, AfterReply, Charge, HeadRead, Inbox, Incoming, ReadAhead, ReadEnd, SendError, Stage, WriteEnd,
 };
-use crate::http::{self, Answer, Request, Status};
+use crate::http::{self, Answer, Request};
 use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::TokenBucket;
@@ -34,7 +34,7 @@ use crate::stream;
 
 /// A client connection as this server has it: over plain TCP.
 type Conn = conn::Conn<TcpStream>;
-use crate::routes::{self, AT_ADDRESS_LIMIT, AT_CONNECTION_LIMIT, Routed, Site};
+use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
@@ -301,21 +301,11 @@ impl Server {
                     // every address is in its plain form, so each check sees the same one.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     self.metrics.connections_accepted += 1;
-                    // A trusted proxy speaks for many clients: its connections count against
-                    // the client it names, once the request head says who that is.
-                    let charge = Some(peer.ip()).filter(|&ip| !self.config.is_trusted_proxy(ip));
-                    let privileged = || self.is_local_or_monitoring(peer.ip(), &stream);
-                    match self.admission.judge(charge, privileged) {
-                        Decision::Admit => self.admit(stream, peer, charge, false, now),
-                        Decision::AdmitReserved => self.admit(stream, peer, charge, true, now),
-                        Decision::RefuseFull => {
-                            self.metrics.connection_limit_hits += 1;
-                            refuse(stream, Status::ServiceUnavailable, AT_CONNECTION_LIMIT);
-                        }
-                        Decision::RefuseAddress => {
-                            self.metrics.address_limit_hits += 1;
-                            refuse(stream, Status::TooManyRequests, AT_ADDRESS_LIMIT);
-                        }
+                    let local_ip = || stream.local_addr().ok().map(|local| local.ip().to_canonical());
+                    match routes::admit(&self.config, &self.admission, &mut self.metrics, peer.ip(), local_ip)
+                    {
+                        Entry::Admit { charge, reserved } => self.admit(stream, peer, charge, reserved, now),
+                        Entry::Refuse(response) => refuse(stream, &response),
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
@@ -347,15 +337,6 @@ impl Server {
                 }
             }
         }
-    }
-
-    /// True when `ip`, a new connection's peer, may use the HTTP reserve: loopback, an
-    /// address of this host (`--healthcheck` with a specific `--bind` comes from there), or
-    /// a network allowed to read `/metrics`.
-    fn is_local_or_monitoring(&self, ip: IpAddr, stream: &TcpStream) -> bool {
-        ip.is_loopback()
-            || self.config.may_read_metrics(ip)
-            || stream.local_addr().is_ok_and(|local| local.ip().to_canonical() == ip)
     }
 
     fn admit(
@@ -858,10 +839,9 @@ impl Server {
     }
 }
 
-/// Answers a client that may not come in and closes, without keeping it.
-fn refuse(mut stream: TcpStream, status: Status, why: &str) {
-    let body = http::error_response(status, why);
-    let _ = stream.write(&body);
+/// Answers a client that may not come in with `response` and closes, without keeping it.
+fn refuse(mut stream: TcpStream, response: &[u8]) {
+    let _ = stream.write(response);
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
     let mut sink = [0u8; 4096];
