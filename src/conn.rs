@@ -1313,6 +1313,58 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_is_timed_from_when_its_ping_reaches_the_socket() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let (mut conn, pipe) = open_connection(now);
+        pipe.set_write_room(Some(0));
+        assert_eq!(conn.send("x".repeat(1000), None), Ok(()));
+        assert!(conn.start_probe());
+        assert!(!conn.start_probe(), "one probe at a time");
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        conn.time_probe(now, timeout);
+        assert!(!conn.probe_expired(now + timeout * 10), "the ping still waits behind the backlog");
+        // The socket takes part of the backlog: the ping is not out yet.
+        pipe.set_write_room(Some(500));
+        let later = now + Duration::from_secs(60);
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Blocked);
+        conn.time_probe(later, timeout);
+        assert!(!conn.probe_expired(later + timeout));
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Done);
+        conn.time_probe(later, timeout);
+        assert!(!conn.probe_expired(later + timeout - Duration::from_millis(1)));
+        assert!(conn.probe_expired(later + timeout));
+        // Any message from the client answers it.
+        pipe.arrive(client_frame("alive"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, later, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert!(!conn.probe_expired(later + timeout));
+    }
+
+    #[test]
+    fn output_the_socket_does_not_take_is_seen_stalling() {
+        let now = Instant::now();
+        let sweep = Duration::from_secs(1);
+        let (mut conn, pipe) = open_connection(now);
+        assert_eq!(conn.output_pace(now, sweep), Pace::default());
+        pipe.set_write_room(Some(100));
+        assert_eq!(conn.send("x".repeat(1000), None), Ok(()));
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        // It took 100 bytes in the last interval: about 9 intervals to drain the rest.
+        let pace = conn.output_pace(now, sweep);
+        assert_eq!(pace.stalled_for, Duration::ZERO);
+        assert!(pace.drain.is_some_and(|drain| drain > 8 * sweep && drain < 10 * sweep), "{pace:?}");
+        // Nothing taken since: stalled since the sweep that last saw progress.
+        let pace = conn.output_pace(now + sweep, sweep);
+        assert_eq!((pace.stalled_for, pace.drain), (sweep, None));
+        let pace = conn.output_pace(now + 3 * sweep, sweep);
+        assert_eq!(pace.stalled_for, 3 * sweep);
+        assert!(pace.too_slow_for(Duration::from_secs(15)));
+    }
+
+    #[test]
     fn messages_over_the_rate_are_refused_and_a_flood_is_told_apart() {
         let now = Instant::now();
         let (mut conn, _pipe) = connection(now);
