@@ -4,30 +4,40 @@
 //!
 //! 1,000 connections in rooms of two; each has a batch of 16 masked client frames (a
 //! `signal` with a 500-byte DATA to its room peer), as 16 messages in flight bring them.
+//! Each connection is the server's own `Conn` over an in-memory stream, so the read and
+//! write paths measured are the server's, not copies of them.
 //! Stages, each measured on its own and including the ones before it:
-//!   frames in    tungstenite reads the frames (in 256-byte steps, as the server has it)
+//!   frames in    Conn::read_messages: the read-ahead, tungstenite in 256-byte steps, the inbox
 //!   + parse      protocol::parse_call_text
 //!   + room table Rooms::handle: the sender's ownership and the peer's address, the reply text
-//!   + frames out tungstenite frames each reply into the peer's buffer; one flush per batch
+//!   + frames out Conn::send frames each reply into the peer's queue; one Conn::flush per batch
 //!
 //! `make bench-hot-path` (`cargo bench --bench hot_path`); `make bench` runs it too.
 // A bench that fails panics: unwrap, expect and indexing are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use diva_signal::conn::websocket_config;
+use diva_signal::backlog::QueueLimits;
+use diva_signal::conn::{AfterReply, Conn, Inbox, Incoming, ReadAhead, ReadEnd, WriteEnd, websocket_config};
+use diva_signal::memory_stream::{MemoryStream, Pipe};
 use diva_signal::protocol::{Call, parse_call_text};
+use diva_signal::rate::TokenBucket;
 use diva_signal::rooms::{Effect, RoomLimits, Rooms};
-use tungstenite::protocol::{Role, WebSocketContext};
-use tungstenite::{Error as WsError, Message};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 const CONNECTIONS: usize = 1000;
 const IN_FLIGHT: usize = 16;
 const PAYLOAD: usize = 500;
 const MESSAGES: usize = 1_000_000;
 const ROUNDS: usize = 5;
+/// The server's read budget: messages per turn.
+const READ_BUDGET: usize = 64;
+const MAX_OUTBOUND: usize = 1024 * 1024;
 
 #[derive(Clone, Copy, PartialEq, PartialOrd)]
 enum Stage {
@@ -44,63 +54,22 @@ const STAGES: [(Stage, &str); 4] = [
     (Stage::FramesOut, "+ frames out"),
 ];
 
-/// One connection's bytes: what the client sent, read in order; what the server writes
-/// goes to a sink that is emptied after every flush.
-struct Wire<'a> {
-    input: &'a [u8],
-    sink: Vec<u8>,
-}
-
-impl Read for Wire<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.input.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = out.len().min(self.input.len());
-        let (now, later) = self.input.split_at(n);
-        out[..n].copy_from_slice(now);
-        self.input = later;
-        Ok(n)
-    }
-}
-
-impl Write for Wire<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.sink.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A text frame as a client sends it: masked.
 fn client_frame(text: &str) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let len = text.len();
-    let mut frame = vec![0x81];
-    match len {
-        0..=125 => frame.push(0x80 | len as u8),
-        126..=65535 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&key);
-    frame.extend(text.bytes().zip(key.iter().cycle()).map(|(byte, k)| byte ^ k));
-    frame
+    let mut frame = Frame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+    let mut out = Vec::new();
+    frame.format(&mut out).expect("a Vec takes every byte");
+    out
 }
 
 struct Setup {
     rooms: Rooms,
     /// Each connection's batch of frames.
-    batches: Vec<Vec<u8>>,
-    contexts: Vec<WebSocketContext>,
+    batches: Vec<Rc<[u8]>>,
+    conns: Vec<Conn<MemoryStream>>,
+    pipes: Vec<Pipe>,
+    ws_config: WebSocketConfig,
 }
 
 fn setup(ident_len: usize) -> Setup {
@@ -122,60 +91,69 @@ fn setup(ident_len: usize) -> Setup {
                 peer / 2,
                 ident(peer)
             );
-            (0..IN_FLIGHT).flat_map(|_| client_frame(&text)).collect()
+            (0..IN_FLIGHT).flat_map(|_| client_frame(&text)).collect::<Vec<u8>>().into()
         })
         .collect();
-    let config = websocket_config(64 * 1024, 1024 * 1024);
-    let contexts = (0..CONNECTIONS)
-        .map(|_| WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(config)))
-        .collect();
-    Setup { rooms, batches, contexts }
+    let ws_config = websocket_config(64 * 1024, MAX_OUTBOUND);
+    let now = Instant::now();
+    let peer = SocketAddr::from(([192, 0, 2, 1], 4711));
+    let (conns, pipes) = (0..CONNECTIONS)
+        .map(|_| {
+            let (stream, pipe) = MemoryStream::new();
+            pipe.discard_written();
+            let mut conn = Conn::new(stream, peer, now, Duration::from_secs(10), TokenBucket::new(10, now));
+            let upgrade = AfterReply::Upgrade { leftover: Vec::new() };
+            let end =
+                conn.reply(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(), upgrade, &ws_config, now);
+            assert_eq!(end, WriteEnd::Done);
+            (conn, pipe)
+        })
+        .unzip();
+    Setup { rooms, batches, conns, pipes, ws_config }
 }
 
 /// Relays `messages` messages up to `stage`; returns nanoseconds per message.
 #[inline(never)]
 fn run(s: &mut Setup, stage: Stage, messages: usize) -> f64 {
     let mut effects: Vec<Effect> = Vec::with_capacity(IN_FLIGHT);
-    let mut sink = Vec::with_capacity(64 * 1024);
+    let mut ahead = ReadAhead::new();
+    let mut inbox = Inbox::default();
+    let limits = QueueLimits::new(MAX_OUTBOUND as u64);
     let mut relayed = 0;
+    let now = Instant::now();
     let start = Instant::now();
     while relayed < messages {
         for conn in 0..CONNECTIONS {
-            let mut wire = Wire { input: &s.batches[conn], sink: std::mem::take(&mut sink) };
-            loop {
-                match s.contexts[conn].read(&mut wire) {
-                    Ok(Message::Text(text)) => {
-                        relayed += 1;
-                        if stage < Stage::Parse {
-                            continue;
-                        }
-                        let call = parse_call_text(text.as_str()).expect("a valid signal");
-                        if stage < Stage::RoomTable {
-                            continue;
-                        }
-                        s.rooms.handle(conn, &call, &mut effects);
-                    }
-                    Ok(other) => panic!("unexpected {other:?}"),
-                    Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(err) => panic!("{err}"),
+            s.pipes[conn].arrive(Rc::clone(&s.batches[conn]));
+            s.conns[conn].on_readiness(false);
+            let end = s.conns[conn].read_messages(READ_BUDGET, now, &mut ahead, &mut inbox);
+            assert_eq!(end, ReadEnd::Drained);
+            for index in 0..inbox.len() {
+                let Some(Incoming::Text(text)) = inbox.get(index) else { panic!("unexpected message") };
+                relayed += 1;
+                if stage < Stage::Parse {
+                    continue;
                 }
+                let call = parse_call_text(text).expect("a valid signal");
+                if stage < Stage::RoomTable {
+                    continue;
+                }
+                s.rooms.handle(conn, &call, &mut effects);
             }
-            sink = wire.sink;
+            inbox.clear();
             let peer = conn ^ 1;
-            let mut out = Wire { input: &[], sink: std::mem::take(&mut sink) };
             for effect in effects.drain(..) {
-                let Effect::Send { to, text, .. } = effect else { panic!("unexpected effect") };
+                let Effect::Send { to, text, relayed_from, .. } = effect else { panic!("unexpected effect") };
                 assert_eq!(to, peer, "{text}");
                 if stage == Stage::FramesOut {
-                    s.contexts[peer].write(&mut out, Message::text(text)).expect("room in the buffer");
+                    let relay = relayed_from.map(|sender| (sender, limits));
+                    s.conns[peer].send(text, relay).expect("room in the queue");
                 }
             }
             if stage == Stage::FramesOut {
                 // Once per batch, as the server flushes once per wake-up.
-                s.contexts[peer].flush(&mut out).expect("a sink takes everything");
+                assert_eq!(s.conns[peer].flush(&s.ws_config, now), WriteEnd::Done);
             }
-            sink = out.sink;
-            sink.clear();
         }
     }
     start.elapsed().as_nanos() as f64 / relayed as f64

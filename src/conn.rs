@@ -1,13 +1,15 @@
 //! One client connection: its socket and the phase it is in, from reading the
-//! HTTP request head, through WebSocket messages, to closing. Each method does
-//! non-blocking I/O on this connection's own socket only and tells the server
-//! what happened; WouldBlock is the normal end of every read and write.
+//! HTTP request head, through WebSocket messages, to closing and being finished with.
+//! Each method does non-blocking I/O on this connection's own socket only and tells
+//! the server what happened; WouldBlock is the normal end of every read and write.
+//! The connection owns its whole lifecycle: the loop asks and tells it things through
+//! methods, and passes the time in (nothing here reads the clock).
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -18,7 +20,8 @@ use crate::backlog::{self, Backlog, QueueLimits, Refusal};
 use crate::boundary::FrameBoundaries;
 use crate::http::{self, HeadStatus, Request};
 use crate::metrics::CloseReason;
-use crate::rate::TokenBucket;
+use crate::rate::{TokenBucket, Verdict};
+use crate::stream::ByteStream;
 
 /// Bytes read from one connection before the others get their turn.
 const READ_BYTES_PER_TURN: usize = 64 * 1024;
@@ -41,7 +44,7 @@ const OUTBOUND_HARD_FACTOR: usize = 4;
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a connection is in its life.
-pub enum Phase {
+enum Phase {
     /// Reading the HTTP request head; it must be complete by `deadline`.
     ReadingHead { buf: Vec<u8>, searched: usize, deadline: Instant },
     /// Writing an HTTP response; what comes next depends on `then`.
@@ -52,6 +55,40 @@ pub enum Phase {
     Closing { ws: Box<WebSocketContext>, deadline: Instant },
     /// Our side is shut; reading and dropping what the client still sends until it hangs up.
     Lingering { deadline: Instant },
+    /// Closed and released; it leaves the server's table at the end of the round.
+    Finished,
+}
+
+/// Where a connection is in its life, as the loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the HTTP request head.
+    ReadingHead,
+    /// Writing an HTTP response.
+    WritingReply,
+    /// Speaking WebSocket.
+    Open,
+    /// Closing or lingering: input is read and dropped until the client hangs up.
+    Closing,
+    /// Finished with: nothing more happens to it.
+    Finished,
+}
+
+/// What a message cost against the connection's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    Paid,
+    /// Over the rate: this message is refused.
+    Refused,
+    /// Over the rate too many times in a row: the client floods.
+    Flooding,
+}
+
+/// Bytes a connection moved since they were last taken for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteCounts {
+    pub read: u64,
+    pub written: u64,
 }
 
 /// What follows an HTTP response.
@@ -77,7 +114,7 @@ pub enum HeadRead {
 }
 
 /// How reading WebSocket messages went.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
     /// Everything available was read.
     Drained,
@@ -113,28 +150,27 @@ pub enum SendError {
     NotOpen,
 }
 
-pub struct Conn {
-    pub socket: Socket,
-    pub peer: SocketAddr,
-    pub phase: Phase,
+/// One client connection over byte stream `S`.
+pub struct Conn<S> {
+    socket: Socket<S>,
+    peer: SocketAddr,
+    phase: Phase,
     /// When the client last sent anything.
-    pub last_heard: Instant,
+    last_heard: Instant,
     /// A keep-alive ping went out since `last_heard`.
-    pub pinged: bool,
+    pinged: bool,
     /// Whether someone asked for an address of this client and it must show it is alive.
-    pub probe: Probe,
+    probe: Probe,
     /// Paces the messages this client may send.
-    pub rate: TokenBucket,
+    rate: TokenBucket,
     /// Messages refused in a row for going over the rate.
-    pub strikes: u32,
+    strikes: u32,
     /// Output is queued and the connection is on the server's flush list.
-    pub flush_queued: bool,
+    flush_queued: bool,
     /// The connection is on the server's read list: one turn per round at most.
-    pub read_queued: bool,
-    /// Closed and released; leaves the slab at the end of the round.
-    pub finished: bool,
+    read_queued: bool,
     /// Why the connection is closing, once it is.
-    pub close_reason: CloseReason,
+    close_reason: CloseReason,
     /// tungstenite's last read ended for want of input, so it holds no whole frame.
     ws_wants_input: bool,
     /// A big message came in or went out since the WebSocket buffers were last fresh.
@@ -280,12 +316,12 @@ impl Inbox {
 
 /// A connection's socket as tungstenite reads it during one turn: first what an earlier
 /// turn left over, then the read-ahead buffer, refilled from the kernel when empty.
-struct Reader<'a> {
-    socket: &'a mut Socket,
+struct Reader<'a, S> {
+    socket: &'a mut Socket<S>,
     ahead: &'a mut ReadAhead,
 }
 
-impl Reader<'_> {
+impl<S: ByteStream> Reader<'_, S> {
     /// Keeps what the read-ahead still holds with the connection, for its next turn,
     /// and empties the buffer for the next connection.
     fn stash_leftover(&mut self) {
@@ -298,7 +334,7 @@ impl Reader<'_> {
     }
 }
 
-impl Read for Reader<'_> {
+impl<S: ByteStream> Read for Reader<'_, S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if !self.socket.stash.is_empty() {
             let n = out.len().min(self.socket.stash.len());
@@ -327,7 +363,7 @@ impl Read for Reader<'_> {
     }
 }
 
-impl Write for Reader<'_> {
+impl<S: ByteStream> Write for Reader<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.socket.write(buf)
     }
@@ -338,17 +374,17 @@ impl Write for Reader<'_> {
 }
 
 /// A client socket that counts the bytes through it, for the metrics.
-pub struct Socket {
-    pub stream: TcpStream,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
+struct Socket<S> {
+    stream: S,
+    bytes_read: u64,
+    bytes_written: u64,
     /// The last read returned less than asked: the kernel had no more then, and new
     /// data brings a new readiness event. Reads report WouldBlock without a system call
-    /// until the server clears this on the next event.
-    pub drained: bool,
+    /// until the next event clears this ([`Conn::on_readiness`]).
+    drained: bool,
     /// Cleared once the peer has hung up: its end-of-file comes with no further event,
     /// so from then on only WouldBlock or end-of-file ends a read loop.
-    pub trust_short_reads: bool,
+    trust_short_reads: bool,
     /// Bytes this connection may still read in its current turn. A turn can end
     /// inside a message (endless fragments, say), so bytes, not messages, bound it.
     turn_bytes_left: usize,
@@ -358,7 +394,7 @@ pub struct Socket {
     handed: FrameBoundaries,
 }
 
-impl Read for Socket {
+impl<S: ByteStream> Read for Socket<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.drained || self.turn_bytes_left == 0 {
             return Err(ErrorKind::WouldBlock.into());
@@ -371,7 +407,7 @@ impl Read for Socket {
     }
 }
 
-impl Write for Socket {
+impl<S: ByteStream> Write for Socket<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.stream.write(buf)?;
         self.bytes_written += n as u64;
@@ -383,9 +419,9 @@ impl Write for Socket {
     }
 }
 
-impl Conn {
+impl<S: ByteStream> Conn<S> {
     pub fn new(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         now: Instant,
         handshake_timeout: Duration,
@@ -411,7 +447,6 @@ impl Conn {
             strikes: 0,
             flush_queued: false,
             read_queued: false,
-            finished: false,
             close_reason: CloseReason::Client,
             ws_wants_input: false,
             big_buffers: false,
@@ -425,8 +460,107 @@ impl Conn {
         }
     }
 
+    /// Watches the stream for readiness under `token`.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.socket.stream, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// Stops watching the stream.
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.deregister(&mut self.socket.stream)
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self.phase {
+            Phase::ReadingHead { .. } => Stage::ReadingHead,
+            Phase::WritingReply { .. } => Stage::WritingReply,
+            Phase::Open(_) => Stage::Open,
+            Phase::Closing { .. } | Phase::Lingering { .. } => Stage::Closing,
+            Phase::Finished => Stage::Finished,
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open(_))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished)
+    }
+
+    /// Why the connection is closing, once it is.
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_reason
+    }
+
+    /// How long the client has sent nothing.
+    pub fn quiet_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard)
+    }
+
+    /// A readiness event came: reads may find input again. `hung_up` when the event says
+    /// the peer hung up or the socket failed, after which no event announces more.
+    pub fn on_readiness(&mut self, hung_up: bool) {
+        self.socket.drained = false;
+        if hung_up {
+            self.socket.trust_short_reads = false;
+        }
+    }
+
+    /// Puts the connection on the loop's read list unless it is on it: true when it was not.
+    pub fn enlist_for_read(&mut self) -> bool {
+        !std::mem::replace(&mut self.read_queued, true)
+    }
+
+    /// Its read turn is starting: it leaves the read list.
+    pub fn delist_for_read(&mut self) {
+        self.read_queued = false;
+    }
+
+    /// Puts the connection on the loop's flush list unless it is on it: true when it was not.
+    pub fn enlist_for_flush(&mut self) -> bool {
+        !std::mem::replace(&mut self.flush_queued, true)
+    }
+
+    /// Its flush is starting: it leaves the flush list.
+    pub fn delist_for_flush(&mut self) {
+        self.flush_queued = false;
+    }
+
+    /// Pays for one message from the client's rate (`per_sec`, `burst`); more than
+    /// `max_strikes` refusals in a row make it a flood.
+    pub fn charge_message(&mut self, per_sec: u32, burst: u32, max_strikes: u32, now: Instant) -> Charge {
+        if self.rate.take(per_sec, burst, now) == Verdict::Allowed {
+            self.strikes = 0;
+            return Charge::Paid;
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        if self.strikes > max_strikes { Charge::Flooding } else { Charge::Refused }
+    }
+
+    /// Bytes read and written since they were last taken by [`Conn::finish`].
+    pub fn byte_counts(&self) -> ByteCounts {
+        ByteCounts { read: self.socket.bytes_read, written: self.socket.bytes_written }
+    }
+
+    /// Finishes with the connection: it does nothing more, and forgets its queued output
+    /// (whose memory goes with it). The bytes it moved, for the metrics; `None` when it was
+    /// finished already.
+    pub fn finish(&mut self) -> Option<ByteCounts> {
+        if self.is_finished() {
+            return None;
+        }
+        self.phase = Phase::Finished;
+        self.backlog = Backlog::default();
+        self.output_blocked = false;
+        let counts = self.byte_counts();
+        self.socket.bytes_read = 0;
+        self.socket.bytes_written = 0;
+        Some(counts)
     }
 
     /// Reads what has arrived of the request head, at most [`http::MAX_HEAD_LEN`] bytes.
@@ -458,12 +592,22 @@ impl Conn {
     }
 
     /// Starts writing an HTTP response and writes what the socket takes now.
-    pub fn reply(&mut self, out: Vec<u8>, then: AfterReply, ws_config: &WebSocketConfig) -> WriteEnd {
+    /// A response after which the connection closes finishes it as [`CloseReason::HttpDone`].
+    pub fn reply(
+        &mut self,
+        out: Vec<u8>,
+        then: AfterReply,
+        ws_config: &WebSocketConfig,
+        now: Instant,
+    ) -> WriteEnd {
+        if matches!(then, AfterReply::Close) {
+            self.close_reason = CloseReason::HttpDone;
+        }
         self.phase = Phase::WritingReply { out, written: 0, then };
-        self.write_reply(ws_config)
+        self.write_reply(ws_config, now)
     }
 
-    fn write_reply(&mut self, ws_config: &WebSocketConfig) -> WriteEnd {
+    fn write_reply(&mut self, ws_config: &WebSocketConfig, now: Instant) -> WriteEnd {
         let Phase::WritingReply { out, written, .. } = &mut self.phase else { return WriteEnd::Gone };
         while let Some(rest) = out.get(*written..).filter(|rest| !rest.is_empty()) {
             match self.socket.write(rest) {
@@ -474,7 +618,7 @@ impl Conn {
                 Err(_) => return WriteEnd::Gone,
             }
         }
-        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: Instant::now() });
+        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: now });
         match previous {
             Phase::WritingReply { then: AfterReply::Upgrade { leftover }, .. } => {
                 self.socket.handed.feed(&leftover);
@@ -483,7 +627,7 @@ impl Conn {
                 self.backlog = Backlog::starting_at(self.socket.bytes_written);
                 WriteEnd::Done
             }
-            _ => self.linger(),
+            _ => self.linger(now),
         }
     }
 
@@ -567,8 +711,23 @@ impl Conn {
         Ok(())
     }
 
+    /// True when the client has been quiet for `interval` and no keep-alive ping went out
+    /// since it was last heard.
+    pub fn wants_keep_alive(&self, interval: Duration, now: Instant) -> bool {
+        self.is_open() && !self.pinged && self.quiet_for(now) >= interval
+    }
+
+    /// Queues a keep-alive ping: true when it did.
+    pub fn keep_alive(&mut self) -> bool {
+        if self.ping().is_none() {
+            return false;
+        }
+        self.pinged = true;
+        true
+    }
+
     /// Queues a WebSocket ping (keep-alive or liveness probe); the position just past it.
-    pub fn ping(&mut self) -> Option<u64> {
+    fn ping(&mut self) -> Option<u64> {
         let Phase::Open(ws) = &mut self.phase else { return None };
         match ws.write(&mut self.socket, Message::Ping(Bytes::new())) {
             Ok(()) => {}
@@ -618,12 +777,6 @@ impl Conn {
         self.backlog.release();
     }
 
-    /// Forgets queued output of a finished connection, whose memory goes with it.
-    pub fn forget_output(&mut self) {
-        self.backlog = Backlog::default();
-        self.output_blocked = false;
-    }
-
     /// How output has been going since the last sweep, which is what notices progress;
     /// `since_last_sweep` is how long ago that was.
     pub fn output_pace(&mut self, now: Instant, since_last_sweep: Duration) -> Pace {
@@ -651,10 +804,10 @@ impl Conn {
     }
 
     /// Writes out whatever is queued, as far as the socket takes it.
-    pub fn flush(&mut self, ws_config: &WebSocketConfig) -> WriteEnd {
+    pub fn flush(&mut self, ws_config: &WebSocketConfig, now: Instant) -> WriteEnd {
         match &mut self.phase {
             Phase::ReadingHead { .. } => WriteEnd::Done,
-            Phase::WritingReply { .. } => self.write_reply(ws_config),
+            Phase::WritingReply { .. } => self.write_reply(ws_config, now),
             Phase::Open(ws) => match ws.flush(&mut self.socket) {
                 Ok(()) => {
                     self.queued_since_flush = 0;
@@ -672,10 +825,10 @@ impl Conn {
             Phase::Closing { ws, .. } => match ws.flush(&mut self.socket) {
                 Err(WsError::Io(err)) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
                 // Flushed (or the client already answered our close): shut our side.
-                Ok(()) | Err(WsError::ConnectionClosed) => self.linger(),
+                Ok(()) | Err(WsError::ConnectionClosed) => self.linger(now),
                 Err(_) => WriteEnd::Gone,
             },
-            Phase::Lingering { .. } => WriteEnd::Done,
+            Phase::Lingering { .. } | Phase::Finished => WriteEnd::Done,
         }
     }
 
@@ -689,6 +842,12 @@ impl Conn {
     /// keep its buffers for as long as the connection lasts.
     pub fn request_shrink(&mut self) {
         self.shrink_requested = self.buffers_grown();
+    }
+
+    /// Asks for fresh buffers at the next flush that writes everything, grown or not: for
+    /// tests and fuzzing, which try a release at every point where one may happen.
+    pub fn request_fresh_buffers(&mut self) {
+        self.shrink_requested = true;
     }
 
     /// After a big message, or when asked to ([`Conn::request_shrink`]), swaps tungstenite's
@@ -712,35 +871,47 @@ impl Conn {
         true
     }
 
-    /// Starts a clean WebSocket close with `code`; falls back to lingering when not open.
-    pub fn close(&mut self, code: CloseCode, reason: &'static str, ws_config: &WebSocketConfig) -> WriteEnd {
-        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: Instant::now() });
+    /// Starts a clean WebSocket close with `code` and `why`, for `reason`; falls back to
+    /// lingering when not open.
+    pub fn close(
+        &mut self,
+        code: CloseCode,
+        why: &'static str,
+        reason: CloseReason,
+        ws_config: &WebSocketConfig,
+        now: Instant,
+    ) -> WriteEnd {
+        if matches!(self.phase, Phase::Finished) {
+            return WriteEnd::Gone;
+        }
+        self.close_reason = reason;
+        let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: now });
         match previous {
             Phase::Open(mut ws) => {
-                let frame = CloseFrame { code, reason: reason.into() };
+                let frame = CloseFrame { code, reason: why.into() };
                 // A pong tungstenite still owes goes into the buffer now: close() would
                 // queue it behind the close frame, and nothing may follow that.
                 let _ = ws.flush(&mut self.socket);
                 // close() queues the frame even when the socket would block.
                 let _ = ws.close(&mut self.socket, Some(frame));
-                self.phase = Phase::Closing { ws, deadline: Instant::now() + CLOSE_GRACE };
-                self.flush(ws_config)
+                self.phase = Phase::Closing { ws, deadline: now + CLOSE_GRACE };
+                self.flush(ws_config, now)
             }
             Phase::Closing { ws, deadline } => {
                 self.phase = Phase::Closing { ws, deadline };
                 WriteEnd::Blocked
             }
-            _ => self.linger(),
+            _ => self.linger(now),
         }
     }
 
     /// Shuts our sending side so the client sees the end, then waits for its hang-up.
     /// Dropping a socket with unread input would reset it and could lose what we sent.
-    fn linger(&mut self) -> WriteEnd {
-        if self.socket.stream.shutdown(Shutdown::Write).is_err() {
+    fn linger(&mut self, now: Instant) -> WriteEnd {
+        if self.socket.stream.shutdown_write().is_err() {
             return WriteEnd::Gone;
         }
-        self.phase = Phase::Lingering { deadline: Instant::now() + CLOSE_GRACE };
+        self.phase = Phase::Lingering { deadline: now + CLOSE_GRACE };
         match self.discard_input() {
             ReadEnd::Gone | ReadEnd::Fail(..) => WriteEnd::Gone,
             ReadEnd::Drained | ReadEnd::MoreLeft => WriteEnd::Done,
@@ -769,13 +940,26 @@ impl Conn {
         }
     }
 
+    /// Why the connection must go, when its phase has a deadline and `now` is past it:
+    /// a handshake that took too long, or a close that did.
+    pub fn deadline_passed(&self, now: Instant) -> Option<CloseReason> {
+        let deadline = self.phase_deadline()?;
+        if now < deadline {
+            return None;
+        }
+        Some(match self.phase {
+            Phase::ReadingHead { .. } => CloseReason::HandshakeTimeout,
+            _ => self.close_reason,
+        })
+    }
+
     /// The time by which this connection must have moved on, if its phase has one.
-    pub fn phase_deadline(&self) -> Option<Instant> {
+    fn phase_deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::ReadingHead { deadline, .. }
             | Phase::Closing { deadline, .. }
             | Phase::Lingering { deadline } => Some(*deadline),
-            Phase::WritingReply { .. } | Phase::Open(_) => None,
+            Phase::WritingReply { .. } | Phase::Open(_) | Phase::Finished => None,
         }
     }
 }
@@ -803,7 +987,7 @@ fn read_failure(err: WsError, handed: &FrameBoundaries) -> ReadEnd {
 /// its last read ended for want of input (`wants_input`), so no whole frame waits in it,
 /// and the bytes it was given (`handed`) end with a complete message, so it holds no part
 /// of a frame or of a fragmented message either; and it is not closing.
-pub fn may_renew(ws: &WebSocketContext, wants_input: bool, handed: &FrameBoundaries) -> bool {
+fn may_renew(ws: &WebSocketContext, wants_input: bool, handed: &FrameBoundaries) -> bool {
     wants_input && handed.at_message_boundary() && ws.can_write()
 }
 
@@ -827,44 +1011,370 @@ pub fn websocket_config(max_message_size: usize, max_outbound: usize) -> WebSock
         .max_frame_size(Some(max_message_size))
 }
 
-/// Unsent bytes the kernel may hold for one client beyond what is in flight.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const UNSENT_LOW_WATER: libc::c_int = 64 * 1024;
-
-/// Keeps the kernel from taking more for a client than it can soon send. Without this,
-/// Linux grows a socket's send buffer to megabytes (4 MiB on loopback) even for a client
-/// that reads 150 KB/s: output would leave the server's queue, where queue limits and
-/// per-sender shares apply, long before the client gets it, and a liveness ping that
-/// "reached the socket" could still be seconds away from it. Bytes in flight are not
-/// limited, so fast links keep their speed.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn keep_unsent_small(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let value = UNSENT_LOW_WATER;
-    // SAFETY: setsockopt on a socket we own, with a c_int that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn keep_unsent_small(_stream: &TcpStream) {}
-
-/// True for errors after which retrying accept() later can succeed.
-pub fn is_resource_exhaustion(err: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory for now.
-    matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_stream::{MemoryStream, Pipe};
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    const HEAD: &[u8] = b"GET /room HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    const SWITCHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn config() -> WebSocketConfig {
+        websocket_config(64 * 1024, 64 * 1024)
+    }
+
+    fn connection(now: Instant) -> (Conn<MemoryStream>, Pipe) {
+        let (stream, pipe) = MemoryStream::new();
+        let peer = SocketAddr::from(([192, 0, 2, 1], 4711));
+        (Conn::new(stream, peer, now, HANDSHAKE_TIMEOUT, TokenBucket::new(10, now)), pipe)
+    }
+
+    /// A text frame as a client sends it: masked.
+    fn client_frame(text: &str) -> Vec<u8> {
+        let mut frame = Frame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+        let mut out = Vec::new();
+        frame.format(&mut out).expect("a Vec takes every byte");
+        out
+    }
+
+    fn read_head_complete(conn: &mut Conn<MemoryStream>) -> (Box<Request>, Vec<u8>) {
+        match conn.read_head() {
+            HeadRead::Complete { request, leftover } => (request, leftover),
+            HeadRead::Partial => panic!("head incomplete"),
+            HeadRead::Invalid(status) => panic!("head invalid: {}", status.code()),
+            HeadRead::Gone => panic!("connection gone"),
+        }
+    }
+
+    /// A connection that has read the head and answered it with a 101: open.
+    fn open_connection(now: Instant) -> (Conn<MemoryStream>, Pipe) {
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(HEAD);
+        let (_, leftover) = read_head_complete(&mut conn);
+        let end = conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now);
+        assert_eq!(end, WriteEnd::Done);
+        assert_eq!(conn.stage(), Stage::Open);
+        assert_eq!(pipe.take_written(), SWITCHING);
+        (conn, pipe)
+    }
+
+    fn texts(inbox: &Inbox) -> Vec<String> {
+        (0..inbox.len())
+            .filter_map(|index| match inbox.get(index) {
+                Some(Incoming::Text(text)) => Some(text.to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_is_read_whole() {
+        let now = Instant::now();
+        for split in 1..HEAD.len() {
+            let (mut conn, pipe) = connection(now);
+            pipe.arrive(HEAD.get(..split).unwrap_or_default());
+            assert!(matches!(conn.read_head(), HeadRead::Partial), "split at {split}");
+            let mut rest = HEAD.get(split..).unwrap_or_default().to_vec();
+            rest.push(0x81);
+            pipe.arrive(rest);
+            conn.on_readiness(false);
+            let (request, leftover) = read_head_complete(&mut conn);
+            assert_eq!(request.path(), "/room", "split at {split}");
+            assert!(request.wants_websocket());
+            assert_eq!(leftover, [0x81], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn reads_retry_after_eintr_and_wait_after_would_block() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.would_block();
+        pipe.interrupt();
+        pipe.arrive(HEAD);
+        assert!(matches!(conn.read_head(), HeadRead::Partial));
+        conn.on_readiness(false);
+        let (request, leftover) = read_head_complete(&mut conn);
+        assert_eq!(request.path(), "/room");
+        assert!(leftover.is_empty());
+    }
+
+    #[test]
+    fn a_short_read_means_drained_until_the_next_event_unless_the_peer_hung_up() {
+        let now = Instant::now();
+        let half = HEAD.get(..20).unwrap_or_default();
+        // Short read: no further read until an event, so the hang-up behind it waits.
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(half);
+        pipe.hang_up();
+        assert!(matches!(conn.read_head(), HeadRead::Partial));
+        conn.on_readiness(false);
+        assert!(matches!(conn.read_head(), HeadRead::Gone));
+        // Once an event said the peer hung up, reads go on to its end of stream at once.
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(half);
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert!(matches!(conn.read_head(), HeadRead::Gone));
+    }
+
+    #[test]
+    fn a_head_must_be_complete_by_its_deadline() {
+        let now = Instant::now();
+        let (conn, _pipe) = connection(now);
+        assert_eq!(conn.deadline_passed(now), None);
+        assert_eq!(conn.deadline_passed(now + HANDSHAKE_TIMEOUT), Some(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn a_reply_the_socket_cannot_take_at_once_goes_out_when_writable() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(HEAD);
+        let (_, leftover) = read_head_complete(&mut conn);
+        pipe.set_write_room(Some(10));
+        let end = conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now);
+        assert_eq!(end, WriteEnd::Blocked);
+        assert_eq!(conn.stage(), Stage::WritingReply);
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.stage(), Stage::Open);
+        assert_eq!(pipe.take_written(), SWITCHING);
+    }
+
+    #[test]
+    fn a_reply_that_closes_shuts_our_side_and_lingers() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        pipe.arrive(b"GET / HTTP/1.1\r\n\r\n".as_slice());
+        read_head_complete(&mut conn);
+        let body = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        assert_eq!(conn.reply(body.clone(), AfterReply::Close, &config(), now), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), body);
+        assert!(pipe.write_shut());
+        assert_eq!(conn.stage(), Stage::Closing);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE), Some(CloseReason::HttpDone));
+        pipe.arrive(b"late".as_slice());
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert_eq!(conn.discard_input(), ReadEnd::Gone);
+    }
+
+    #[test]
+    fn frames_behind_the_head_and_split_at_every_byte_are_read_whole() {
+        let now = Instant::now();
+        let (mut conn, pipe) = connection(now);
+        let first = client_frame("behind the head");
+        let mut head_and_more = HEAD.to_vec();
+        head_and_more.extend_from_slice(first.get(..3).unwrap_or_default());
+        pipe.arrive(head_and_more);
+        let (_, leftover) = read_head_complete(&mut conn);
+        assert_eq!(
+            conn.reply(SWITCHING.to_vec(), AfterReply::Upgrade { leftover }, &config(), now),
+            WriteEnd::Done
+        );
+        let mut rest = first.get(3..).unwrap_or_default().to_vec();
+        rest.extend(client_frame("one byte at a time"));
+        let mut ahead = ReadAhead::new();
+        let mut inbox = Inbox::default();
+        for byte in rest {
+            pipe.arrive(vec![byte]);
+            conn.on_readiness(false);
+            assert_eq!(conn.read_messages(64, now, &mut ahead, &mut inbox), ReadEnd::Drained);
+        }
+        assert_eq!(texts(&inbox), ["behind the head", "one byte at a time"]);
+    }
+
+    #[test]
+    fn a_turn_ends_at_its_budget_and_the_rest_waits_for_the_next() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        // Longer than tungstenite's 256-byte reads, so the read-ahead still holds some.
+        let [first, second, third] = ["1", "2", "3"].map(|digit| digit.repeat(300));
+        let mut batch = client_frame(&first);
+        batch.extend(client_frame(&second));
+        batch.extend(client_frame(&third));
+        pipe.arrive(batch);
+        conn.on_readiness(false);
+        let mut ahead = ReadAhead::new();
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(1, now, &mut ahead, &mut inbox), ReadEnd::MoreLeft);
+        assert_eq!(texts(&inbox), [first]);
+        assert_eq!(pipe.unread(), 0, "read ahead in one call");
+        // What the turn read ahead stays with the connection, not in the shared buffer.
+        assert!(ahead.pending().is_empty());
+        inbox.clear();
+        assert_eq!(conn.read_messages(1, now, &mut ahead, &mut inbox), ReadEnd::MoreLeft);
+        assert_eq!(conn.read_messages(64, now, &mut ahead, &mut inbox), ReadEnd::Drained);
+        assert_eq!(texts(&inbox), [second, third]);
+    }
+
+    #[test]
+    fn eintr_while_reading_messages_is_retried() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        pipe.interrupt();
+        pipe.arrive(client_frame("after a signal"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, now, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert_eq!(texts(&inbox), ["after a signal"]);
+    }
+
+    #[test]
+    fn a_close_sends_the_frame_shuts_our_side_and_lingers_until_the_hang_up() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        let end = conn.close(CloseCode::Away, "bye", CloseReason::Idle, &config(), now);
+        assert_eq!(end, WriteEnd::Done);
+        // 0x88: a final close frame; then its length, 1001 and the reason, unmasked.
+        assert_eq!(pipe.take_written(), [0x88, 5, 0x03, 0xe9, b'b', b'y', b'e']);
+        assert!(pipe.write_shut());
+        assert_eq!(conn.stage(), Stage::Closing);
+        assert_eq!(conn.pending_output(), 0);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE - Duration::from_millis(1)), None);
+        assert_eq!(conn.deadline_passed(now + CLOSE_GRACE), Some(CloseReason::Idle));
+        assert_eq!(conn.send("too late".into(), None), Err(SendError::NotOpen));
+        pipe.arrive([0x88, 0x80, 0, 0, 0, 0].as_slice());
+        conn.on_readiness(false);
+        assert_eq!(conn.discard_input(), ReadEnd::Drained);
+        pipe.hang_up();
+        conn.on_readiness(true);
+        assert_eq!(conn.discard_input(), ReadEnd::Gone);
+    }
+
+    #[test]
+    fn a_close_the_socket_cannot_take_waits_and_then_lingers() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        pipe.set_write_room(Some(0));
+        assert_eq!(
+            conn.close(CloseCode::Normal, "", CloseReason::Shutdown, &config(), now),
+            WriteEnd::Blocked
+        );
+        assert!(!pipe.write_shut());
+        // A second close while closing changes nothing.
+        assert_eq!(conn.close(CloseCode::Away, "", CloseReason::Idle, &config(), now), WriteEnd::Blocked);
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), [0x88, 2, 0x03, 0xe8]);
+        assert!(pipe.write_shut());
+    }
+
+    #[test]
+    fn output_queues_until_flushed_and_counts_until_finished() {
+        let now = Instant::now();
+        let (mut conn, pipe) = open_connection(now);
+        assert_eq!(conn.send("hello".into(), None), Ok(()));
+        assert!(conn.pending_output() > 0);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.pending_output(), 0);
+        assert_eq!(pipe.take_written(), [0x81, 5, b'h', b'e', b'l', b'l', b'o']);
+        pipe.set_write_room(Some(0));
+        assert_eq!(conn.send("queued".into(), None), Ok(()));
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        let queued = conn.pending_output();
+        assert!(queued > 0);
+        let counts = conn.finish().expect("finishes once");
+        assert_eq!(counts.read, HEAD.len() as u64);
+        assert_eq!(counts.written, (SWITCHING.len() + 7) as u64);
+        assert_eq!(conn.stage(), Stage::Finished);
+        assert_eq!(conn.pending_output(), 0, "forgotten when finished");
+        assert_eq!(conn.finish(), None);
+        assert_eq!(conn.close(CloseCode::Away, "", CloseReason::Idle, &config(), now), WriteEnd::Gone);
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Done);
+        assert_eq!(conn.deadline_passed(now + Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn keep_alive_pings_a_quiet_client_once_until_it_is_heard() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(30);
+        let (mut conn, pipe) = open_connection(now);
+        assert!(!conn.wants_keep_alive(interval, now));
+        let later = now + interval;
+        assert!(conn.wants_keep_alive(interval, later));
+        assert!(conn.keep_alive());
+        assert!(!conn.wants_keep_alive(interval, later));
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Done);
+        assert_eq!(pipe.take_written(), [0x89, 0]);
+        pipe.arrive(client_frame("here"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, later, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert_eq!(conn.quiet_for(later), Duration::ZERO);
+        assert!(conn.wants_keep_alive(interval, later + interval));
+    }
+
+    #[test]
+    fn a_probe_is_timed_from_when_its_ping_reaches_the_socket() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let (mut conn, pipe) = open_connection(now);
+        pipe.set_write_room(Some(0));
+        assert_eq!(conn.send("x".repeat(1000), None), Ok(()));
+        assert!(conn.start_probe());
+        assert!(!conn.start_probe(), "one probe at a time");
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        conn.time_probe(now, timeout);
+        assert!(!conn.probe_expired(now + timeout * 10), "the ping still waits behind the backlog");
+        // The socket takes part of the backlog: the ping is not out yet.
+        pipe.set_write_room(Some(500));
+        let later = now + Duration::from_secs(60);
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Blocked);
+        conn.time_probe(later, timeout);
+        assert!(!conn.probe_expired(later + timeout));
+        pipe.set_write_room(None);
+        assert_eq!(conn.flush(&config(), later), WriteEnd::Done);
+        conn.time_probe(later, timeout);
+        assert!(!conn.probe_expired(later + timeout - Duration::from_millis(1)));
+        assert!(conn.probe_expired(later + timeout));
+        // Any message from the client answers it.
+        pipe.arrive(client_frame("alive"));
+        conn.on_readiness(false);
+        let mut inbox = Inbox::default();
+        assert_eq!(conn.read_messages(64, later, &mut ReadAhead::new(), &mut inbox), ReadEnd::Drained);
+        assert!(!conn.probe_expired(later + timeout));
+    }
+
+    #[test]
+    fn output_the_socket_does_not_take_is_seen_stalling() {
+        let now = Instant::now();
+        let sweep = Duration::from_secs(1);
+        let (mut conn, pipe) = open_connection(now);
+        assert_eq!(conn.output_pace(now, sweep), Pace::default());
+        pipe.set_write_room(Some(100));
+        assert_eq!(conn.send("x".repeat(1000), None), Ok(()));
+        assert_eq!(conn.flush(&config(), now), WriteEnd::Blocked);
+        // It took 100 bytes in the last interval: about 9 intervals to drain the rest.
+        let pace = conn.output_pace(now, sweep);
+        assert_eq!(pace.stalled_for, Duration::ZERO);
+        assert!(pace.drain.is_some_and(|drain| drain > 8 * sweep && drain < 10 * sweep), "{pace:?}");
+        // Nothing taken since: stalled since the sweep that last saw progress.
+        let pace = conn.output_pace(now + sweep, sweep);
+        assert_eq!((pace.stalled_for, pace.drain), (sweep, None));
+        let pace = conn.output_pace(now + 3 * sweep, sweep);
+        assert_eq!(pace.stalled_for, 3 * sweep);
+        assert!(pace.too_slow_for(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn messages_over_the_rate_are_refused_and_a_flood_is_told_apart() {
+        let now = Instant::now();
+        let (mut conn, _pipe) = connection(now);
+        let charges: Vec<_> = (0..13).map(|_| conn.charge_message(1, 10, 2, now)).collect();
+        assert!(charges.iter().take(10).all(|&charge| charge == Charge::Paid));
+        assert_eq!(charges.get(10..), Some([Charge::Refused, Charge::Refused, Charge::Flooding].as_slice()));
+        // A paid message clears the strikes.
+        assert_eq!(conn.charge_message(1, 10, 2, now + Duration::from_secs(1)), Charge::Paid);
+        assert_eq!(conn.charge_message(1, 10, 2, now + Duration::from_secs(1)), Charge::Refused);
+    }
 
     #[test]
     fn a_client_is_too_slow_when_it_takes_nothing_or_would_not_drain_in_time() {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::server::Stats;
+use crate::metrics::Stats;
 
 /// Longest request head we read; a longer one is refused with 431.
 pub const MAX_HEAD_LEN: usize = 8 * 1024;

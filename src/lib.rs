@@ -1,8 +1,10 @@
 //! diva-signal: a WebRTC signaling server compatible with the DIVA.EXCHANGE
 //! signal server, on one thread and one mio poll loop.
 //!
-//! `protocol` and `rooms` are pure (messages in, messages out); `http`, `conn`
-//! and `server` do the I/O; `config` reads flags and environment.
+//! `protocol` and `rooms` are pure (messages in, messages out); `http` and
+//! `routes` decide what a request is answered (pure too); `conn` speaks to one
+//! client over any `stream::ByteStream`; `server` runs the loop over them;
+//! `config` reads flags and environment.
 
 pub mod admission;
 pub mod backlog;
@@ -16,11 +18,15 @@ pub mod ident;
 pub mod json_text;
 pub mod listen;
 pub mod logging;
+pub mod memory_stream;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;
 pub mod rooms;
+pub mod routes;
 pub mod server;
+pub mod stream;
 
 pub use config::{Command, Config};
-pub use server::{Server, ShutdownHandle, Stats};
+pub use metrics::Stats;
+pub use server::{Server, ShutdownHandle};

@@ -5,7 +5,16 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::protocol::{ErrorCode, ReplyKind};
-use crate::server::Stats;
+
+/// Live figures, for the health page and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: usize,
+    pub rooms: usize,
+    pub addresses: usize,
+    /// Bytes queued for all clients and not yet taken by their sockets.
+    pub queued_output: u64,
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

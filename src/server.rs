@@ -19,17 +19,22 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::admission::{self, Admission, Client, Decision, HTTP_RESERVE};
+use crate::admission::{Admission, HTTP_RESERVE};
 use crate::backlog::{QueueLimits, Refusal};
 use crate::config::Config;
 use crate::conn::{
-    self, AfterReply, Conn, HeadRead, Inbox, Incoming, Phase, ReadAhead, ReadEnd, SendError, WriteEnd,
+    self, AfterReply, Charge, HeadRead, Inbox, Incoming, ReadAhead, ReadEnd, SendError, Stage, WriteEnd,
 };
-use crate::http::{self, Answer, Request, Status};
-use crate::metrics::{CloseReason, Metrics};
+use crate::http::{self, Answer, Request};
+use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
-use crate::rate::{TokenBucket, Verdict};
+use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
+use crate::stream;
+
+/// A client connection as this server has it: over plain TCP.
+type Conn = conn::Conn<TcpStream>;
+use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
@@ -55,16 +60,6 @@ const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// At most this often, the allocator is asked to give free memory back (0.1 ms each with
 /// 18,000 connections).
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Live figures, for the health page and for tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub connections: usize,
-    pub rooms: usize,
-    pub addresses: usize,
-    /// Bytes queued for all clients and not yet taken by their sockets.
-    pub queued_output: u64,
-}
 
 /// Asks a running server to shut down, from any thread or a signal handler.
 #[derive(Debug)]
@@ -113,6 +108,8 @@ pub struct Server {
     /// accept() is failing for want of descriptors or memory (logged once per episode).
     last_accept_warning: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// When the current round began: the time for what happens in it.
+    round_time: Instant,
     next_sweep: Instant,
     last_sweep: Instant,
     /// Buffers were released since the allocator last gave free memory back.
@@ -172,6 +169,7 @@ impl Server {
             accept_paused_until: None,
             last_accept_warning: None,
             shutdown_deadline: None,
+            round_time: now,
             next_sweep: now,
             last_sweep: now,
             released_since_trim: false,
@@ -222,6 +220,7 @@ impl Server {
                 Err(err) => return Err(err),
             }
             let now = Instant::now();
+            self.round_time = now;
             if !events.is_empty() {
                 last_event = now;
             }
@@ -231,10 +230,7 @@ impl Server {
                     SHUTDOWN => self.begin_shutdown(now),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
-                            conn.socket.drained = false;
-                            if event.is_read_closed() || event.is_error() {
-                                conn.socket.trust_short_reads = false;
-                            }
+                            conn.on_readiness(event.is_read_closed() || event.is_error());
                         }
                         if event.is_writable() || event.is_write_closed() {
                             self.on_writable(key, now);
@@ -249,7 +245,7 @@ impl Server {
             // round, or both: a client that keeps its socket full gets no more than others.
             for key in std::mem::take(&mut self.to_read) {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.read_queued = false;
+                    conn.delist_for_read();
                 }
                 self.on_readable(key, now);
             }
@@ -305,21 +301,11 @@ impl Server {
                     // every address is in its plain form, so each check sees the same one.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     self.metrics.connections_accepted += 1;
-                    // A trusted proxy speaks for many clients: its connections count against
-                    // the client it names, once the request head says who that is.
-                    let charge = Some(peer.ip()).filter(|&ip| !self.config.is_trusted_proxy(ip));
-                    let privileged = || self.is_local_or_monitoring(peer.ip(), &stream);
-                    match self.admission.judge(charge, privileged) {
-                        Decision::Admit => self.admit(stream, peer, charge, false, now),
-                        Decision::AdmitReserved => self.admit(stream, peer, charge, true, now),
-                        Decision::RefuseFull => {
-                            self.metrics.connection_limit_hits += 1;
-                            refuse(stream, Status::ServiceUnavailable, AT_CONNECTION_LIMIT);
-                        }
-                        Decision::RefuseAddress => {
-                            self.metrics.address_limit_hits += 1;
-                            refuse(stream, Status::TooManyRequests, AT_ADDRESS_LIMIT);
-                        }
+                    let local_ip = || stream.local_addr().ok().map(|local| local.ip().to_canonical());
+                    match routes::admit(&self.config, &self.admission, &mut self.metrics, peer.ip(), local_ip)
+                    {
+                        Entry::Admit { charge, reserved } => self.admit(stream, peer, charge, reserved, now),
+                        Entry::Refuse(response) => refuse(stream, &response),
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
@@ -327,7 +313,7 @@ impl Server {
                 Err(err) => {
                     self.metrics.accept_errors += 1;
                     failures += 1;
-                    let exhausted = conn::is_resource_exhaustion(&err);
+                    let exhausted = stream::is_resource_exhaustion(&err);
                     if exhausted
                         && self.last_accept_warning.is_none_or(|at| now - at >= ACCEPT_WARNING_INTERVAL)
                     {
@@ -353,48 +339,32 @@ impl Server {
         }
     }
 
-    /// True when `ip`, a new connection's peer, may use the HTTP reserve: loopback, an
-    /// address of this host (`--healthcheck` with a specific `--bind` comes from there), or
-    /// a network allowed to read `/metrics`.
-    fn is_local_or_monitoring(&self, ip: IpAddr, stream: &TcpStream) -> bool {
-        ip.is_loopback()
-            || self.config.may_read_metrics(ip)
-            || stream.local_addr().is_ok_and(|local| local.ip().to_canonical() == ip)
-    }
-
     fn admit(
         &mut self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         charge: Option<IpAddr>,
         reserved: bool,
         now: Instant,
     ) {
-        // Signaling is small messages that want to go out at once.
-        let _ = stream.set_nodelay(true);
-        conn::keep_unsent_small(&stream);
+        stream::tune_for_signaling(&stream);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(err) =
-            self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-        {
+        let rate = TokenBucket::new(self.config.rate_burst, now);
+        let mut conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
+        if let Err(err) = conn.register(self.poll.registry(), Token(key)) {
             warn!("cannot watch a new connection from {peer}: {err}");
             return;
         }
         debug!("connection {key} from {peer}");
-        let rate = TokenBucket::new(self.config.rate_burst, now);
-        let conn = Conn::new(stream, peer, now, self.config.handshake_timeout, rate);
         entry.insert(conn);
         self.admission.admit(key, charge, reserved);
     }
 
     fn on_readable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
-            return;
-        }
-        match &conn.phase {
-            Phase::ReadingHead { .. } => match conn.read_head() {
+        match conn.stage() {
+            Stage::ReadingHead => match conn.read_head() {
                 HeadRead::Partial => {}
                 HeadRead::Gone => self.finish(key, CloseReason::Client),
                 HeadRead::Invalid(status) => {
@@ -405,13 +375,13 @@ impl Server {
                 }
                 HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
             },
-            Phase::Open(_) => self.read_messages(key, now),
-            Phase::WritingReply { .. } => {}
-            Phase::Closing { .. } | Phase::Lingering { .. } => match conn.discard_input() {
+            Stage::Open => self.read_messages(key, now),
+            Stage::WritingReply | Stage::Finished => {}
+            Stage::Closing => match conn.discard_input() {
                 ReadEnd::Drained => {}
                 ReadEnd::MoreLeft => self.queue_read(key),
                 ReadEnd::Gone | ReadEnd::Fail(..) => {
-                    let reason = conn.close_reason;
+                    let reason = conn.close_reason();
                     self.finish(key, reason);
                 }
             },
@@ -420,14 +390,14 @@ impl Server {
 
     fn on_writable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
+        if conn.is_finished() {
             return;
         }
         let was_open = conn.is_open();
         let ws_config = self.ws_config;
         let probe_timeout = self.config.probe_timeout;
         let Some(end) = self.with_output(key, |conn| {
-            let end = conn.flush(&ws_config);
+            let end = conn.flush(&ws_config, now);
             conn.time_probe(now, probe_timeout);
             end
         }) else {
@@ -436,7 +406,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match end {
             WriteEnd::Gone => {
-                let reason = if was_open { CloseReason::Error } else { conn.close_reason };
+                let reason = if was_open { CloseReason::Error } else { conn.close_reason() };
                 self.finish(key, reason);
             }
             WriteEnd::Done | WriteEnd::Blocked => {
@@ -453,36 +423,24 @@ impl Server {
     }
 
     fn answer_request(&mut self, key: ConnId, request: &Request, leftover: Vec<u8>, now: Instant) {
-        let peer = self.conns.get(key).map(|conn| conn.peer);
-        let resolved = peer.map(|peer| self.client(peer.ip(), request));
-        let client = resolved.and_then(Client::ip);
-        let answer = if let Some(refusal) = self.slot_refusal(key, resolved, request) {
-            Answer::Close(refusal)
-        } else if request.wants_websocket() {
-            match self.admission_refusal(request) {
-                Some((status, why)) => Answer::Close(http::error_response(status, why)),
-                None => http::answer(request, self.stats()),
-            }
-        } else {
-            match request.path() {
-                "/health" => {
-                    // The figures are about clients: the request asking for them is not one.
-                    let mut stats = self.stats();
-                    stats.connections = stats.connections.saturating_sub(1);
-                    Answer::Close(http::health_response(request, stats, self.started.elapsed()))
-                }
-                "/metrics" if self.config.metrics => {
-                    if client.is_some_and(|ip| self.config.may_read_metrics(ip)) {
-                        let exposition = self.render_metrics();
-                        Answer::Close(http::metrics_response(request, &exposition))
-                    } else {
-                        let why = "Metrics are not served to this address (see --metrics-allow).";
-                        Answer::Close(http::error_response(Status::Forbidden, why))
-                    }
-                }
-                _ => http::answer(request, self.stats()),
-            }
+        let Some(peer) = self.conns.get(key).map(Conn::peer) else { return };
+        let stats = self.stats();
+        let conns = &self.conns;
+        let live_bytes = || {
+            conns.iter().fold((0, 0), |(read, written), (_, conn)| {
+                let counts = conn.byte_counts();
+                (read + counts.read, written + counts.written)
+            })
         };
+        let mut site = Site {
+            config: &self.config,
+            admission: &mut self.admission,
+            metrics: &mut self.metrics,
+            stats,
+            uptime: self.started.elapsed(),
+            live_bytes: &live_bytes,
+        };
+        let Routed { answer, client } = routes::route(&mut site, key, peer, request);
         match answer {
             Answer::Close(body) => {
                 if request.wants_websocket() {
@@ -500,94 +458,11 @@ impl Server {
         }
     }
 
-    /// Why connection `key` may not have `request` from `client` answered in the slot it
-    /// holds, as the response that says so, if it may not.
-    fn slot_refusal(&mut self, key: ConnId, client: Option<Client>, request: &Request) -> Option<Vec<u8>> {
-        if self.admission.is_reserved(key) {
-            // The reserve is for a local health check or scrape: not for a WebSocket, and not
-            // for a remote client that a local proxy forwards.
-            let local = match client {
-                Some(Client::Direct(_)) => true,
-                Some(Client::Forwarded(ip)) => ip.is_loopback() || self.config.may_read_metrics(ip),
-                Some(Client::Unknown) | None => false,
-            };
-            if request.wants_websocket() || !local {
-                // It is here because the table was full, or because its address had no room
-                // (whatever the table is like by now).
-                if self.admission.came_in_full(key) {
-                    self.metrics.connection_limit_hits += 1;
-                    return Some(http::error_response(Status::ServiceUnavailable, AT_CONNECTION_LIMIT));
-                }
-                self.metrics.address_limit_hits += 1;
-                return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
-            }
-        } else if let Some(Client::Forwarded(ip)) = client
-            && !self.admission.charge(key, ip)
-        {
-            // Only a trusted proxy's connection has a forwarded client; it counts against
-            // that client from now on, as a direct connection from there would.
-            self.metrics.address_limit_hits += 1;
-            return Some(http::error_response(Status::TooManyRequests, AT_ADDRESS_LIMIT));
-        }
-        None
-    }
-
-    /// Who sent `request` over a connection from `peer`: the peer, or when the peer is a
-    /// proxy named by `--trust-proxy`, the client it forwarded for. A request that came
-    /// through a proxy the server does not trust has no known client, so it never counts
-    /// as local or allowed.
-    fn client(&self, peer: IpAddr, request: &Request) -> Client {
-        admission::resolve_client(peer, request.forwarded_for.as_deref(), |ip| {
-            self.config.is_trusted_proxy(ip)
-        })
-    }
-
-    /// The metrics text, with the byte counts of open connections included.
-    fn render_metrics(&self) -> String {
-        let live = self.conns.iter().fold((0, 0), |(read, written), (_, conn)| {
-            (read + conn.socket.bytes_read, written + conn.socket.bytes_written)
-        });
-        let totals = Metrics {
-            bytes_received: self.metrics.bytes_received + live.0,
-            bytes_sent: self.metrics.bytes_sent + live.1,
-            ..self.metrics.clone()
-        };
-        totals.render(self.stats(), self.started.elapsed())
-    }
-
-    /// Why a WebSocket upgrade may not proceed (token or origin), if it may not.
-    fn admission_refusal(&self, request: &Request) -> Option<(Status, &'static str)> {
-        if !self.config.access_tokens.is_empty() {
-            let offered = request.query_param("token").unwrap_or_default();
-            if !self
-                .config
-                .access_tokens
-                .iter()
-                .any(|token| constant_time_eq(token.as_bytes(), offered.as_bytes()))
-            {
-                return Some((
-                    Status::Unauthorized,
-                    "A valid access token is required: add ?token=... to the URL.",
-                ));
-            }
-        }
-        if !self.config.allowed_origins.is_empty()
-            && let Some(origin) = request.origin.as_deref()
-            && !self.config.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
-        {
-            return Some((Status::Forbidden, "This origin may not use this signal server."));
-        }
-        None
-    }
-
     fn reply(&mut self, key: ConnId, body: Vec<u8>, then: AfterReply, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if matches!(then, AfterReply::Close) {
-            conn.close_reason = CloseReason::HttpDone;
-        }
-        match conn.reply(body, then, &self.ws_config) {
+        match conn.reply(body, then, &self.ws_config, now) {
             WriteEnd::Gone => {
-                let reason = conn.close_reason;
+                let reason = conn.close_reason();
                 self.finish(key, reason);
             }
             WriteEnd::Blocked => {}
@@ -633,12 +508,12 @@ impl Server {
     /// connection's rate: a flood of pings costs the loop as much as a flood of calls.
     fn handle_message(&mut self, key: ConnId, message: Incoming<'_>, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.rate.take(self.config.rate_per_sec, self.config.rate_burst, now) == Verdict::Refused {
-            conn.strikes += 1;
-            if conn.strikes > MAX_STRIKES {
-                debug!("connection {key}: kept sending over the rate limit; closing");
-                return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
-            }
+        let charge = conn.charge_message(self.config.rate_per_sec, self.config.rate_burst, MAX_STRIKES, now);
+        if charge == Charge::Flooding {
+            debug!("connection {key}: kept sending over the rate limit; closing");
+            return self.close(key, CloseCode::Policy, "rate limit exceeded", CloseReason::RateLimited);
+        }
+        if charge == Charge::Refused {
             if message == Incoming::Control {
                 // Nothing to answer a control frame with; the strike is the whole cost.
                 return;
@@ -652,7 +527,6 @@ impl Server {
                 relayed_from: None,
             });
         } else {
-            conn.strikes = 0;
             let parsed = match message {
                 Incoming::Text(text) => protocol::parse_call_text(text),
                 Incoming::NotUtf8 => Err(protocol::ParseError::not_utf8()),
@@ -756,19 +630,13 @@ impl Server {
 
     /// Gives `key` a read turn this round (or the next, when called during the reads).
     fn queue_read(&mut self, key: ConnId) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.read_queued
-        {
-            conn.read_queued = true;
+        if self.conns.get_mut(key).is_some_and(Conn::enlist_for_read) {
             self.to_read.push(key);
         }
     }
 
     fn queue_flush(&mut self, key: ConnId) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.flush_queued
-        {
-            conn.flush_queued = true;
+        if self.conns.get_mut(key).is_some_and(Conn::enlist_for_flush) {
             self.to_flush.push(key);
         }
     }
@@ -776,10 +644,8 @@ impl Server {
     fn flush_queued(&mut self, now: Instant) {
         for key in std::mem::take(&mut self.to_flush) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
-            conn.flush_queued = false;
-            if !conn.finished {
-                self.on_writable(key, now);
-            }
+            conn.delist_for_flush();
+            self.on_writable(key, now);
         }
     }
 
@@ -787,28 +653,27 @@ impl Server {
     fn close(&mut self, key: ConnId, code: CloseCode, why: &'static str, reason: CloseReason) {
         self.release_addresses(key);
         let ws_config = self.ws_config;
-        let end = self.with_output(key, |conn| {
-            conn.close_reason = reason;
-            conn.close(code, why, &ws_config)
-        });
+        let now = self.round_time;
+        let end = self.with_output(key, |conn| conn.close(code, why, reason, &ws_config, now));
         if end == Some(WriteEnd::Gone) {
             self.finish(key, reason);
         }
     }
 
     /// Drops a connection: releases its addresses now and its slot after this round.
+    /// Its queued output counts as gone at once; its memory goes when it leaves the slab.
     fn finish(&mut self, key: ConnId, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.finished {
-            return;
-        }
-        conn.finished = true;
+        let held_output = self.conns.get(key).is_some_and(|conn| conn.pending_output() > 0);
+        let Some(Some(counts)) = self.with_output(key, Conn::finish) else { return };
+        // What a connection that held much leaves behind goes back to the system soon,
+        // not at the next unrelated release.
+        self.released_since_trim |= held_output;
         self.metrics.count_close(reason);
-        self.metrics.bytes_received += conn.socket.bytes_read;
-        self.metrics.bytes_sent += conn.socket.bytes_written;
-        conn.socket.bytes_read = 0;
-        conn.socket.bytes_written = 0;
-        debug!("connection {key} from {} closed ({})", conn.peer, reason.as_str());
+        self.metrics.bytes_received += counts.read;
+        self.metrics.bytes_sent += counts.written;
+        if let Some(conn) = self.conns.get(key) {
+            debug!("connection {key} from {} closed ({})", conn.peer(), reason.as_str());
+        }
         self.to_remove.push(key);
         self.release_addresses(key);
     }
@@ -826,11 +691,9 @@ impl Server {
     fn remove_finished(&mut self) {
         for key in std::mem::take(&mut self.to_remove) {
             if let Some(mut conn) = self.conns.try_remove(key) {
-                let _ = self.poll.registry().deregister(&mut conn.socket.stream);
-                self.outbound_total = self.outbound_total.saturating_sub(conn.pending_output());
-                // What a connection that held much leaves behind goes back to the system
-                // soon, not at the next unrelated release.
-                if conn.buffers_grown() || conn.pending_output() > 0 {
+                let _ = conn.deregister(self.poll.registry());
+                // (Its queued output was counted out when it finished.)
+                if conn.buffers_grown() {
                     self.released_since_trim = true;
                 }
                 // Here and only here: the one place a connection leaves the table.
@@ -856,13 +719,13 @@ impl Server {
         let since_last_sweep = now.saturating_duration_since(self.last_sweep);
         self.last_sweep = now;
         for (key, conn) in self.conns.iter_mut() {
-            if conn.finished {
+            if conn.is_finished() {
                 continue;
             }
             conn.time_probe(now, self.config.probe_timeout);
             conn.release_idle_bookkeeping();
             let pace = conn.output_pace(now, since_last_sweep);
-            let quiet = now.saturating_duration_since(conn.last_heard);
+            let quiet = conn.quiet_for(now);
             if conn.is_open() && quiet >= SHRINK_WHEN_QUIET && conn.buffers_grown() {
                 to_shrink.push(key);
             }
@@ -870,15 +733,11 @@ impl Server {
                 expired.push((key, CloseReason::ProbeTimeout));
             } else if pace.stalled_for >= self.config.stall_timeout {
                 expired.push((key, CloseReason::NotReading));
-            } else if conn.phase_deadline().is_some_and(|deadline| now >= deadline) {
-                let reason = match conn.phase {
-                    Phase::ReadingHead { .. } => CloseReason::HandshakeTimeout,
-                    _ => conn.close_reason,
-                };
+            } else if let Some(reason) = conn.deadline_passed(now) {
                 expired.push((key, reason));
             } else if conn.is_open() && quiet >= self.config.idle_timeout {
                 idle.push(key);
-            } else if conn.is_open() && quiet >= self.config.ping_interval && !conn.pinged {
+            } else if conn.wants_keep_alive(self.config.ping_interval, now) {
                 to_ping.push(key);
             }
             if pace.too_slow_for(self.config.stall_timeout) {
@@ -900,10 +759,7 @@ impl Server {
             self.close(key, CloseCode::Away, "idle timeout", CloseReason::Idle);
         }
         for key in to_ping {
-            if self.with_output(key, Conn::ping).flatten().is_some()
-                && let Some(conn) = self.conns.get_mut(key)
-            {
-                conn.pinged = true;
+            if self.with_output(key, Conn::keep_alive) == Some(true) {
                 self.queue_flush(key);
             }
         }
@@ -933,7 +789,7 @@ impl Server {
             if !self.outbound_full(room) {
                 break;
             }
-            if self.conns.get(key).is_none_or(|conn| conn.finished) {
+            if self.conns.get(key).is_none_or(Conn::is_finished) {
                 continue;
             }
             debug!(
@@ -941,13 +797,8 @@ impl Server {
                  for {stalled_for:?}; dropping to free memory"
             );
             self.metrics.pressure_drops += 1;
+            // Its memory is freed when it leaves the slab; finishing counts it as gone now.
             self.finish(key, CloseReason::NotReading);
-            // Its memory is freed when it leaves the slab; count it as gone now.
-            if let Some(conn) = self.conns.get_mut(key) {
-                let freed = conn.pending_output();
-                self.outbound_total = self.outbound_total.saturating_sub(freed);
-                conn.forget_output();
-            }
         }
     }
 
@@ -988,27 +839,13 @@ impl Server {
     }
 }
 
-const AT_CONNECTION_LIMIT: &str = "The server is at its connection limit.";
-const AT_ADDRESS_LIMIT: &str =
-    "Too many connections from your address (see --max-connections-per-ip); close some and retry.";
-
-/// Answers a client that may not come in and closes, without keeping it.
-fn refuse(mut stream: TcpStream, status: Status, why: &str) {
-    let body = http::error_response(status, why);
-    let _ = stream.write(&body);
+/// Answers a client that may not come in with `response` and closes, without keeping it.
+fn refuse(mut stream: TcpStream, response: &[u8]) {
+    let _ = stream.write(response);
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-}
-
-/// Compares secrets in time that depends only on their lengths, not their contents.
-fn constant_time_eq(expected: &[u8], offered: &[u8]) -> bool {
-    let mut diff = expected.len() ^ offered.len();
-    for (i, &byte) in expected.iter().enumerate() {
-        diff |= usize::from(byte ^ offered.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 /// Hands the allocator's free pages back to the system. glibc keeps freed small blocks
@@ -1042,18 +879,4 @@ fn default_max_connections() -> usize {
     // The reserved HTTP slots take descriptors too.
     let headroom = FD_HEADROOM + HTTP_RESERVE as u64;
     usize::try_from(soft.saturating_sub(headroom).clamp(16, 1 << 20)).unwrap_or(1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_contents_and_lengths() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"secret", b"secre"));
-        assert!(!constant_time_eq(b"secret", b""));
-    }
 }

@@ -1,22 +1,25 @@
 //! Client byte streams (frames of every kind, fragments, bad headers, garbage) arriving
-//! in arbitrary pieces, read by two tungstenite contexts side by side: one kept for the
-//! whole stream, the other replaced by a fresh one whenever the server would release its
-//! buffers (`conn::may_renew`: tungstenite's last read wanted input, and `FrameBoundaries`
-//! says the bytes handed to it end with a whole message).
+//! in arbitrary pieces, read by two of the server's connections (`Conn` over an in-memory
+//! stream, through its real read path: read-ahead, stash, turn budget) side by side: one
+//! keeps its WebSocket buffers for the whole stream, the other is asked for fresh ones
+//! after every turn and gets them whenever the server would release them (tungstenite's
+//! last read wanted input, and `FrameBoundaries` says the bytes handed to it end with a
+//! whole message).
 //!
 //! Checked: both read the same messages, write the same replies (pongs, close) and fail
-//! at the same point with the same error; so a release never drops or splits anything.
+//! at the same point in the same way; so a release never drops or splits anything.
 //! `FrameBoundaries` itself never panics on any input.
 
 #![no_main]
 
-use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use diva_signal::boundary::FrameBoundaries;
-use diva_signal::conn::{may_renew, websocket_config};
+use diva_signal::conn::{AfterReply, Conn, Inbox, Incoming, ReadAhead, ReadEnd, WriteEnd, websocket_config};
+use diva_signal::memory_stream::{MemoryStream, Pipe};
+use diva_signal::rate::TokenBucket;
 use libfuzzer_sys::fuzz_target;
-use tungstenite::protocol::{Role, WebSocketContext};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -76,106 +79,82 @@ fn stream_of(pieces: &[Piece]) -> Vec<u8> {
     out
 }
 
-/// The client's socket as one context sees it: the stream up to what has arrived, then
-/// WouldBlock; what the context writes is collected.
-struct Socket<'a> {
-    stream: &'a [u8],
-    read: usize,
-    arrived: usize,
-    written: Vec<u8>,
-    handed: FrameBoundaries,
-}
-
-impl Read for Socket<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.stream.get(self.read..self.arrived).unwrap_or_default();
-        if available.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = out.len().min(available.len());
-        let given = available.get(..n).unwrap_or_default();
-        out.get_mut(..n).unwrap_or_default().copy_from_slice(given);
-        self.handed.feed(given);
-        self.read += n;
-        Ok(n)
-    }
-}
-
-impl Write for Socket<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.written.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// What a context made of the stream so far.
+/// What a connection made of the stream in one turn.
 #[derive(Debug, PartialEq)]
 enum Event {
-    Message(tungstenite::Message),
-    Failed(String),
+    Text(String),
+    NotUtf8,
+    Control,
+    End(ReadEnd),
 }
 
-struct Reader<'a> {
-    ws: WebSocketContext,
-    socket: Socket<'a>,
+/// The server's connection, its client's end, and what it made of the stream so far.
+struct Reader {
+    conn: Conn<MemoryStream>,
+    pipe: Pipe,
+    ahead: ReadAhead,
+    inbox: Inbox,
     events: Vec<Event>,
+    written: Vec<u8>,
     failed: bool,
     releases: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn new(stream: &'a [u8]) -> Self {
+impl Reader {
+    fn new(now: Instant) -> Self {
+        let (stream, pipe) = MemoryStream::new();
+        let peer = SocketAddr::from(([192, 0, 2, 1], 4711));
+        let mut conn = Conn::new(stream, peer, now, Duration::from_secs(10), TokenBucket::new(10, now));
+        let upgrade = AfterReply::Upgrade { leftover: Vec::new() };
+        let _ = conn.reply(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(), upgrade, &config(), now);
+        let _ = pipe.take_written();
         Reader {
-            ws: WebSocketContext::new(Role::Server, Some(config())),
-            socket: Socket {
-                stream,
-                read: 0,
-                arrived: 0,
-                written: Vec::new(),
-                handed: FrameBoundaries::default(),
-            },
+            conn,
+            pipe,
+            ahead: ReadAhead::new(),
+            inbox: Inbox::default(),
             events: Vec::new(),
+            written: Vec::new(),
             failed: false,
             releases: 0,
         }
     }
 
-    /// Reads what has arrived, up to `budget` messages (a turn), flushes, and (if
-    /// `release`) starts afresh when the server would.
-    fn read_turn(&mut self, arrived: usize, budget: usize, release: bool) {
-        self.socket.arrived = arrived;
+    /// `arrived` bytes come in (with a readiness event when there are any); one read turn
+    /// of up to `budget` messages, as the server has it, then a flush and (if `release`)
+    /// fresh buffers when the server would take them. True when the turn made anything of
+    /// the stream.
+    fn read_turn(&mut self, arrived: &[u8], budget: usize, release: bool, now: Instant) -> bool {
+        if !arrived.is_empty() {
+            self.pipe.arrive(arrived);
+            self.conn.on_readiness(false);
+        }
         if self.failed {
-            return;
+            return false;
         }
-        let mut messages = 0;
-        let wants_input = loop {
-            if messages == budget {
-                break false;
+        let end = self.conn.read_messages(budget, now, &mut self.ahead, &mut self.inbox);
+        let before = self.events.len();
+        for index in 0..self.inbox.len() {
+            self.events.push(match self.inbox.get(index) {
+                Some(Incoming::Text(text)) => Event::Text(text.to_owned()),
+                Some(Incoming::NotUtf8) => Event::NotUtf8,
+                Some(Incoming::Control) | None => Event::Control,
+            });
+        }
+        self.inbox.clear();
+        if matches!(end, ReadEnd::Gone | ReadEnd::Fail(..)) {
+            self.events.push(Event::End(end));
+            self.failed = true;
+        }
+        let progress = self.events.len() > before || end == ReadEnd::MoreLeft;
+        if self.conn.flush(&config(), now) == WriteEnd::Done && release {
+            self.conn.request_fresh_buffers();
+            if self.conn.release_buffers(&config()) {
+                self.releases += 1;
             }
-            match self.ws.read(&mut self.socket) {
-                Ok(message) => {
-                    self.events.push(Event::Message(message));
-                    messages += 1;
-                }
-                Err(tungstenite::Error::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => break true,
-                Err(err) => {
-                    self.events.push(Event::Failed(err.to_string()));
-                    self.failed = true;
-                    break false;
-                }
-            }
-        };
-        if self.ws.flush(&mut self.socket).is_err() {
-            return;
         }
-        if release && may_renew(&self.ws, wants_input, &self.socket.handed) {
-            self.ws = WebSocketContext::from_partially_read(Vec::new(), Role::Server, Some(config()));
-            self.releases += 1;
-        }
+        self.written.extend(self.pipe.take_written());
+        progress
     }
 }
 
@@ -185,20 +164,22 @@ fn config() -> tungstenite::protocol::WebSocketConfig {
 
 fuzz_target!(|input: Input| {
     let stream = stream_of(&input.pieces);
-    let mut kept = Reader::new(&stream);
-    let mut renewed = Reader::new(&stream);
+    let now = Instant::now();
+    let mut kept = Reader::new(now);
+    let mut renewed = Reader::new(now);
     let mut arrived = 0;
     let budget = if input.budget == 0 { usize::MAX } else { usize::from(input.budget) };
     let mut sizes = input.arrivals.iter().map(|&size| usize::from(size).max(1)).cycle();
-    // Turns go on after the whole stream has arrived, until a turn reads nothing new.
+    // Turns go on after the whole stream has arrived, until a turn makes nothing new of it.
     loop {
-        arrived = (arrived + sizes.next().unwrap_or(stream.len())).min(stream.len());
-        let before = (kept.events.len(), kept.socket.read);
-        kept.read_turn(arrived, budget, false);
-        renewed.read_turn(arrived, budget, true);
+        let next = (arrived + sizes.next().unwrap_or(stream.len())).min(stream.len());
+        let piece = stream.get(arrived..next).unwrap_or_default();
+        arrived = next;
+        let progress = kept.read_turn(piece, budget, false, now);
+        renewed.read_turn(piece, budget, true, now);
         assert_eq!(kept.events, renewed.events, "after {arrived} bytes, {} releases", renewed.releases);
-        assert_eq!(kept.socket.written, renewed.socket.written, "replies after {arrived} bytes");
-        if arrived == stream.len() && before == (kept.events.len(), kept.socket.read) {
+        assert_eq!(kept.written, renewed.written, "replies after {arrived} bytes");
+        if arrived == stream.len() && !progress {
             break;
         }
     }
