@@ -17,7 +17,7 @@ help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
 	@echo "make test      lint (fmt, clippy) and all tests"
 	@echo "make lint      cargo fmt --check and clippy with warnings as errors"
-	@echo "make e2e       browser test: headless Chromium chats over WebRTC on /demo (installs chromium if missing)"
+	@echo "make e2e       browser test: headless Chromium chats over WebRTC on /demo, also relayed by coturn (installs chromium, coturn if missing)"
 	@echo "make build     debug build"
 	@echo "make release   optimised, stripped release build ($(BIN))"
 	@echo "make static    statically linked release build ($(STATIC_BIN))"
@@ -85,12 +85,17 @@ lint:
 test: lint
 	$(CARGO) test
 
-# End to end in a real browser (tests/e2e.rs). Installs Debian's chromium if missing (needs root).
+# End to end in a real browser (tests/e2e.rs). Installs Debian's chromium, and coturn for
+# the relayed pair, if missing (needs root).
 CHROMIUM := /usr/lib/chromium/chromium
 e2e:
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  echo "$(CHROMIUM) is missing: installing Debian's chromium"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y chromium; \
+	fi
+	@if ! command -v turnserver >/dev/null; then \
+	  echo "turnserver is missing: installing Debian's coturn"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y coturn; \
 	fi
 	$(CARGO) test --release --test e2e -- --ignored --test-threads=1
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::logging::LogLevel;
 use crate::rooms::RoomLimits;
+use crate::turn::{self, Secret, TurnConfig};
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -58,6 +59,8 @@ pub struct Config {
     /// Keep polling without sleeping for this long after the last event (zero: never).
     /// Saves the wake-up latency of an idle process at the cost of a busy core.
     pub busy_poll: Duration,
+    /// TURN credentials and STUN servers handed out by `["turn"]` and `GET /turn`.
+    pub turn: TurnConfig,
     /// Things in the configuration the operator should hear about, logged at start.
     pub warnings: Vec<String>,
 }
@@ -137,6 +140,7 @@ impl Default for Config {
             metrics_allow: None,
             trust_proxy: None,
             busy_poll: Duration::ZERO,
+            turn: TurnConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -393,6 +397,65 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         switch: false,
+        flag: "--turn-secret",
+        env: "TURN_SECRET",
+        default: "none",
+        help: "secret shared with the TURN server (coturn: static-auth-secret); prefer the file",
+        apply: |c, v| {
+            c.turn.secret = Some(Secret::new(v)?);
+            // A flag wins over the environment: no file to read again then.
+            c.turn.secret_file = None;
+            Ok(())
+        },
+    },
+    Setting {
+        switch: false,
+        flag: "--turn-secret-file",
+        env: "TURN_SECRET_FILE",
+        default: "none",
+        help: "read the TURN secret from this file (read again on SIGHUP)",
+        apply: |c, v| {
+            let path = std::path::PathBuf::from(v.trim());
+            c.turn.secret = Some(Secret::read(&path)?);
+            c.turn.secret_file = Some(path);
+            Ok(())
+        },
+    },
+    Setting {
+        switch: false,
+        flag: "--turn-url",
+        env: "TURN_URLS",
+        default: "none",
+        help: "TURN server handed out with credentials: turn:HOST[:PORT][?transport=udp|tcp] \
+               or turns: (repeatable; env: comma-separated)",
+        apply: |c, v| urls_into(&mut c.turn.turn_urls, v, turn::check_turn_url),
+    },
+    Setting {
+        switch: false,
+        flag: "--stun-url",
+        env: "STUN_URLS",
+        default: "none",
+        help: "STUN server handed out: stun:HOST[:PORT] or stuns: (repeatable; env: comma-separated)",
+        apply: |c, v| urls_into(&mut c.turn.stun_urls, v, turn::check_stun_url),
+    },
+    Setting {
+        switch: false,
+        flag: "--turn-ttl",
+        env: "TURN_TTL",
+        default: "86400",
+        help: "seconds a TURN credential is valid",
+        apply: |c, v| {
+            let mut ttl = 0u64;
+            parse_into(&mut ttl, v, "a whole number of seconds")?;
+            if !(1..=10 * 365 * 86_400).contains(&ttl) {
+                return Err("must be between 1 and 315360000 seconds".into());
+            }
+            c.turn.ttl = ttl;
+            Ok(())
+        },
+    },
+    Setting {
+        switch: false,
         flag: "--busy-poll",
         env: "BUSY_POLL",
         default: "0",
@@ -419,8 +482,9 @@ impl Config {
         let mut config = Config::default();
         for setting in SETTINGS {
             if let Some(value) = env(setting.env) {
-                (setting.apply)(&mut config, &value)
-                    .map_err(|why| format!("environment variable {}={value:?}: {why}", setting.env))?;
+                (setting.apply)(&mut config, &value).map_err(|why| {
+                    format!("environment variable {}={}: {why}", setting.env, shown(setting, &value))
+                })?;
             }
         }
         // Flags replace what the environment said, except repeatable lists, which extend it.
@@ -451,7 +515,8 @@ impl Config {
                 None if setting.switch => args.next_if(|next| !next.starts_with('-')).unwrap_or("on".into()),
                 None => args.next().ok_or_else(|| format!("option {flag} needs a value (see --help)"))?,
             };
-            (setting.apply)(&mut config, &value).map_err(|why| format!("option {flag} {value:?}: {why}"))?;
+            (setting.apply)(&mut config, &value)
+                .map_err(|why| format!("option {flag} {}: {why}", shown(setting, &value)))?;
         }
         config.check()?;
         if healthcheck {
@@ -481,8 +546,33 @@ impl Config {
         if self.access_tokens.iter().any(|token| !token.bytes().all(is_token_byte)) {
             return Err("access tokens may use only letters, digits and - . _ ~".into());
         }
+        if !self.turn.turn_urls.is_empty() && self.turn.secret.is_none() {
+            return Err(
+                "--turn-url needs the TURN server's secret: --turn-secret-file or --turn-secret".into()
+            );
+        }
         Ok(())
     }
+}
+
+/// A value as error text may show it: a secret is never shown.
+fn shown(setting: &Setting, value: &str) -> String {
+    if setting.flag == "--turn-secret" { "(hidden)".into() } else { format!("{value:?}") }
+}
+
+/// Adds checked URIs from a comma-separated list.
+fn urls_into(
+    list: &mut Vec<String>,
+    value: &str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut urls = Vec::new();
+    list_into(&mut urls, value)?;
+    for url in &urls {
+        check(url)?;
+    }
+    list.extend(urls);
+    Ok(())
 }
 
 /// Bytes that survive in a URL query unescaped (RFC 3986 unreserved characters).
@@ -763,6 +853,49 @@ mod tests {
         assert!(mapped.may_read_metrics("::ffff:10.9.8.7".parse().expect("ip")));
         assert!(!mapped.may_read_metrics("11.0.0.1".parse().expect("ip")));
         assert!(parse(&["--metrics", "maybe"], &[]).is_err());
+    }
+
+    #[test]
+    fn turn_settings() {
+        let dir = std::env::temp_dir().join(format!("diva-turn-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let path = file.to_str().expect("utf-8");
+        let config = parse(
+            &["--turn-url", "turn:t.example:3478?transport=udp", "--turn-ttl", "600"],
+            &[
+                ("TURN_URLS", "turns:t.example:5349, turn:[::1]"),
+                ("STUN_URLS", "stun:s.example"),
+                ("TURN_SECRET_FILE", path),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            config.turn.turn_urls,
+            ["turns:t.example:5349", "turn:[::1]", "turn:t.example:3478?transport=udp"]
+        );
+        assert_eq!(config.turn.stun_urls, ["stun:s.example"]);
+        assert_eq!(config.turn.ttl, 600);
+        assert_eq!(config.turn.secret, Some(Secret::new("from-file").expect("secret")));
+        assert_eq!(config.turn.secret_file.as_deref(), Some(file.as_path()));
+        assert_eq!(parse(&[], &[]).expect("defaults").turn, TurnConfig::default());
+        // The flag wins over the file named in the environment.
+        let flag = parse(&["--turn-secret", "s3cr3t-value"], &[("TURN_SECRET_FILE", path)]).expect("valid");
+        assert_eq!(flag.turn.secret, Some(Secret::new("s3cr3t-value").expect("secret")));
+        assert_eq!(flag.turn.secret_file, None);
+        for (args, env) in [
+            (&["--turn-url", "turn:a"][..], &[][..]),
+            (&["--turn-url", "http://a", "--turn-secret", "x"][..], &[][..]),
+            (&["--stun-url", "turn:a"][..], &[][..]),
+            (&["--turn-ttl", "0"][..], &[][..]),
+            (&["--turn-ttl", "soon"][..], &[][..]),
+            (&["--turn-secret-file", "/nonexistent/secret"][..], &[][..]),
+            (&[][..], &[("TURN_SECRET", " ")][..]),
+        ] {
+            assert!(parse(args, env).is_err(), "{args:?} {env:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

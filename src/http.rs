@@ -325,6 +325,16 @@ pub fn health_response(request: &Request, stats: Stats, uptime: Duration) -> Vec
     response(Status::Ok, "application/json", body.as_bytes(), request.method == "HEAD")
 }
 
+/// `GET /turn`: `body` as JSON, never cached; for a browser of an allowed `origin`, the
+/// CORS headers that let its page read it.
+pub fn turn_response(body: &str, origin: Option<&str>, head_only: bool) -> Vec<u8> {
+    let mut extra = String::from("Vary: Origin\r\n");
+    if let Some(origin) = origin {
+        let _ = write!(extra, "Access-Control-Allow-Origin: {origin}\r\n");
+    }
+    response_with(Status::Ok, "application/json", body.as_bytes(), head_only, &extra)
+}
+
 /// A small HTML error page with `detail` as its text.
 pub fn error_response(status: Status, detail: &str) -> Vec<u8> {
     error_page(status, detail, "")

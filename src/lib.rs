@@ -26,6 +26,7 @@ pub mod rooms;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod turn;
 
 pub use config::{Command, Config};
 pub use metrics::Stats;

@@ -56,6 +56,8 @@ fn serve(config: Config) -> std::io::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::low_level::pipe::register(signal, handle.signal_pipe()?)?;
     }
+    // SIGHUP: read --turn-secret-file again, in the loop (nothing else is reloaded).
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, handle.reload_pipe()?)?;
     info!(
         "diva-signal {} listening on {} (up to {} connections)",
         env!("CARGO_PKG_VERSION"),

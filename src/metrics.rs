@@ -88,7 +88,7 @@ const _: () = {
 };
 
 /// Calls as counted on the way in; `invalid` for messages that did not parse.
-pub const CALLS: [&str; 6] = ["ident", "join", "signal", "leave", "ping", "invalid"];
+pub const CALLS: [&str; 7] = ["ident", "join", "signal", "leave", "ping", "turn", "invalid"];
 
 /// Every counter the server keeps.
 #[derive(Debug, Default, Clone)]
@@ -117,6 +117,8 @@ pub struct Metrics {
     pub buffers_released: u64,
     /// Stalled clients dropped because queued output reached the server-wide bound.
     pub pressure_drops: u64,
+    /// TURN credentials handed out, by `["turn"]` or `GET /turn`.
+    pub turn_credentials: u64,
 }
 
 impl Metrics {
@@ -270,6 +272,12 @@ impl Metrics {
             "counter",
             "Stalled clients dropped because queued output reached --max-outbound-total.",
             &one(self.pressure_drops),
+        );
+        family(
+            "turn_credentials_total",
+            "counter",
+            "TURN credentials handed out (the turn call and GET /turn).",
+            &one(self.turn_credentials),
         );
         out
     }

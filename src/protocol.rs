@@ -32,6 +32,10 @@ pub enum Call<'a> {
     /// `["ping"]`: liveness check, answered with `["pong"]`. Arguments after the name (a
     /// client's timestamp, say) are ignored, as the original ignores them.
     Ping,
+    /// `["turn"]`: ask for ICE servers (TURN credentials, STUN URIs). Arguments after the
+    /// name are ignored, as for `ping`. The server answers it, not the room table: the
+    /// answer needs the configuration and the clock.
+    Turn,
 }
 
 impl Call<'_> {
@@ -43,6 +47,7 @@ impl Call<'_> {
             Call::Signal { .. } => "signal",
             Call::Leave { .. } => "leave",
             Call::Ping => "ping",
+            Call::Turn => "turn",
         }
     }
 }
@@ -204,6 +209,7 @@ pub fn parse_call_general(text: &str) -> Result<Call<'_>, ParseError> {
         // The original answers these whatever follows the name; so do we.
         ("ident", _) => Call::Ident,
         ("ping", _) => Call::Ping,
+        ("turn", _) => Call::Turn,
         ("join", [ident, room]) => Call::Join {
             ident: string_arg(ident).ok_or_else(|| bad_args("join"))?,
             room: string_arg(room).ok_or_else(|| bad_args("join"))?,
@@ -306,6 +312,8 @@ pub enum Reply<'a> {
     PeerLeft { own: &'a str, gone: &'a str },
     /// `["pong"]`
     Pong,
+    /// `["turn", ICE_SERVERS]`: the JSON text of the ICE servers array, made by the server.
+    Turn { ice_servers: &'a str },
     /// `["error", CALL, CODE, DETAIL]`
     Error { call: &'a str, code: ErrorCode, detail: &'a str },
 }
@@ -319,12 +327,14 @@ pub enum ReplyKind {
     Signal,
     Leave,
     Pong,
+    Turn,
     Error(ErrorCode),
 }
 
 impl ReplyKind {
     /// Names of the kinds, indexed by [`ReplyKind::index`].
-    pub const NAMES: [&'static str; 7] = ["ident", "join", "stun", "signal", "leave", "pong", "error"];
+    pub const NAMES: [&'static str; 8] =
+        ["ident", "join", "stun", "signal", "leave", "pong", "turn", "error"];
 
     pub fn index(self) -> usize {
         match self {
@@ -334,7 +344,8 @@ impl ReplyKind {
             ReplyKind::Signal => 3,
             ReplyKind::Leave => 4,
             ReplyKind::Pong => 5,
-            ReplyKind::Error(_) => 6,
+            ReplyKind::Turn => 6,
+            ReplyKind::Error(_) => 7,
         }
     }
 }
@@ -348,6 +359,7 @@ impl Reply<'_> {
             Reply::Signal { .. } => ReplyKind::Signal,
             Reply::Left { .. } | Reply::PeerLeft { .. } => ReplyKind::Leave,
             Reply::Pong => ReplyKind::Pong,
+            Reply::Turn { .. } => ReplyKind::Turn,
             Reply::Error { code, .. } => ReplyKind::Error(*code),
         }
     }
@@ -391,6 +403,10 @@ impl Reply<'_> {
                 push_json_str(&mut out, gone);
             }
             Reply::Pong => out.push_str("\"pong\""),
+            Reply::Turn { ice_servers } => {
+                out.push_str("\"turn\",");
+                out.push_str(ice_servers);
+            }
             Reply::Error { call, code, detail } => {
                 out.push_str("\"error\",");
                 push_json_str(&mut out, call);

@@ -102,6 +102,8 @@ impl Rooms {
                 None => refuse(out, conn, call, ErrorCode::Internal, "no randomness available"),
             },
             Call::Ping => send(out, conn, Reply::Pong),
+            // The server answers it (configuration and clock): nothing for the rooms to do.
+            Call::Turn => {}
             Call::Join { ident, room } => self.join(conn, call, ident, room, out),
             Call::Signal { from, to, data } => {
                 if self.holder(from) != Some(conn) {

@@ -65,6 +65,10 @@ pub struct Site<'a> {
     pub uptime: Duration,
     /// Bytes read and written by open connections, for `/metrics` (asked only there).
     pub live_bytes: &'a dyn Fn() -> (u64, u64),
+    /// Seconds since the Unix epoch, for TURN credentials.
+    pub unix_time: u64,
+    /// A fresh opaque tag for a TURN username (asked only for `/turn`).
+    pub turn_tag: &'a dyn Fn() -> String,
 }
 
 /// A request's answer, and who asked when known.
@@ -93,6 +97,7 @@ pub fn route(site: &mut Site<'_>, key: ConnId, peer: SocketAddr, request: &Reque
                 stats.connections = stats.connections.saturating_sub(1);
                 Answer::Close(http::health_response(request, stats, site.uptime))
             }
+            "/turn" => Answer::Close(turn_response(site, request)),
             "/metrics" if site.config.metrics => {
                 if client.is_some_and(|ip| site.config.may_read_metrics(ip)) {
                     let exposition = render_metrics(site);
@@ -157,6 +162,26 @@ fn render_metrics(site: &Site<'_>) -> String {
         ..site.metrics.clone()
     };
     totals.render(site.stats, site.uptime)
+}
+
+/// `GET /turn`: the ICE servers as JSON, under the WebSocket's rules (token, origin), with
+/// CORS headers for the origins allowed so that a page can ask before it connects.
+fn turn_response(site: &mut Site<'_>, request: &Request) -> Vec<u8> {
+    let head_only = request.method == "HEAD";
+    if request.method != "GET" && !head_only {
+        return http::error_response(Status::MethodNotAllowed, "Only GET and HEAD are served here.");
+    }
+    if let Some((status, why)) = upgrade_refusal(site.config, request) {
+        return http::error_response(status, why);
+    }
+    let tag = (site.turn_tag)();
+    let body = crate::turn::http_body(&site.config.turn, site.unix_time, &tag);
+    if !head_only && site.config.turn.issues_credentials() {
+        site.metrics.turn_credentials += 1;
+    }
+    // Past upgrade_refusal, an Origin is one the list allows (or there is no list).
+    let cors = request.origin.as_deref().filter(|origin| origin.bytes().all(|b| b.is_ascii_graphic()));
+    http::turn_response(&body, cors, head_only)
 }
 
 /// Why a WebSocket upgrade may not proceed (token or origin), if it may not.

@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -31,6 +31,7 @@ use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
 use crate::stream;
+use crate::turn::{self, Secret};
 
 /// A client connection as this server has it: over plain TCP.
 type Conn = conn::Conn<TcpStream>;
@@ -38,6 +39,7 @@ use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
+const RELOAD: Token = Token(usize::MAX - 3);
 
 /// Messages read from one connection before others get their turn.
 const READ_BUDGET: usize = 64;
@@ -61,19 +63,33 @@ const SHRINK_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// 18,000 connections).
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Asks a running server to shut down, from any thread or a signal handler.
+/// Asks a running server to shut down, or to read its secret file again, from any thread
+/// or a signal handler: a byte on one of two socket pairs wakes the loop.
 #[derive(Debug)]
-pub struct ShutdownHandle(StdUnixStream);
+pub struct ShutdownHandle {
+    shutdown: StdUnixStream,
+    reload: StdUnixStream,
+}
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: stop accepting, close every client with 1001, exit.
     pub fn shutdown(&self) -> io::Result<()> {
-        (&self.0).write_all(&[1])
+        (&self.shutdown).write_all(&[1])
+    }
+
+    /// Has the loop read `--turn-secret-file` again (as SIGHUP does).
+    pub fn reload(&self) -> io::Result<()> {
+        (&self.reload).write_all(&[1])
     }
 
     /// The socket to register with `signal_hook::low_level::pipe` for SIGTERM/SIGINT.
     pub fn signal_pipe(&self) -> io::Result<StdUnixStream> {
-        self.0.try_clone()
+        self.shutdown.try_clone()
+    }
+
+    /// The socket to register with `signal_hook::low_level::pipe` for SIGHUP.
+    pub fn reload_pipe(&self) -> io::Result<StdUnixStream> {
+        self.reload.try_clone()
     }
 }
 
@@ -83,6 +99,8 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown_rx: UnixStream,
     shutdown_tx: StdUnixStream,
+    reload_rx: UnixStream,
+    reload_tx: StdUnixStream,
     config: Config,
     ws_config: WebSocketConfig,
     max_connections: usize,
@@ -141,6 +159,11 @@ impl Server {
         shutdown_tx.set_nonblocking(true)?;
         let mut shutdown_rx = UnixStream::from_std(shutdown_rx);
         poll.registry().register(&mut shutdown_rx, SHUTDOWN, Interest::READABLE)?;
+        let (reload_tx, reload_rx) = StdUnixStream::pair()?;
+        reload_rx.set_nonblocking(true)?;
+        reload_tx.set_nonblocking(true)?;
+        let mut reload_rx = UnixStream::from_std(reload_rx);
+        poll.registry().register(&mut reload_rx, RELOAD, Interest::READABLE)?;
         let max_connections = config.max_connections.unwrap_or_else(default_max_connections);
         let ws_config = conn::websocket_config(config.max_message_size, config.max_outbound);
         let queue_limits = QueueLimits::new(config.max_outbound as u64);
@@ -151,6 +174,8 @@ impl Server {
             local_addr,
             shutdown_rx,
             shutdown_tx,
+            reload_rx,
+            reload_tx,
             rooms: Rooms::new(config.room_limits),
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             config,
@@ -192,7 +217,7 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> io::Result<ShutdownHandle> {
-        Ok(ShutdownHandle(self.shutdown_tx.try_clone()?))
+        Ok(ShutdownHandle { shutdown: self.shutdown_tx.try_clone()?, reload: self.reload_tx.try_clone()? })
     }
 
     pub fn stats(&self) -> Stats {
@@ -228,6 +253,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     SHUTDOWN => self.begin_shutdown(now),
+                    RELOAD => self.reload(),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_readiness(event.is_read_closed() || event.is_error());
@@ -439,6 +465,8 @@ impl Server {
             stats,
             uptime: self.started.elapsed(),
             live_bytes: &live_bytes,
+            unix_time: unix_time(),
+            turn_tag: &turn_tag,
         };
         let Routed { answer, client } = routes::route(&mut site, key, peer, request);
         match answer {
@@ -536,7 +564,11 @@ impl Server {
             match parsed {
                 Ok(call) => {
                     self.metrics.count_call(Some(call.name()));
-                    self.rooms.handle(key, &call, &mut effects);
+                    if call == protocol::Call::Turn {
+                        effects.push(self.turn_reply(key));
+                    } else {
+                        self.rooms.handle(key, &call, &mut effects);
+                    }
                 }
                 Err(err) => {
                     self.metrics.count_call(None);
@@ -553,6 +585,38 @@ impl Server {
             self.room_effects = effects;
         }
         self.apply_effects();
+    }
+
+    /// The answer to `["turn"]` from `key`: ICE servers with a fresh credential, whose
+    /// username carries a random tag (logged at debug level, to match coturn's log).
+    fn turn_reply(&mut self, key: ConnId) -> Effect {
+        let tag = turn_tag();
+        let ice_servers = turn::ice_servers(&self.config.turn, unix_time(), &tag);
+        if self.config.turn.issues_credentials() {
+            self.metrics.turn_credentials += 1;
+            debug!("connection {key}: TURN credential issued (tag {tag})");
+        }
+        let reply = Reply::Turn { ice_servers: &ice_servers };
+        Effect::Send { to: key, text: reply.to_json(), kind: reply.kind(), relayed_from: None }
+    }
+
+    /// SIGHUP: reads `--turn-secret-file` again; on failure the old secret stays.
+    fn reload(&mut self) {
+        let mut sink = [0u8; 64];
+        while matches!(self.reload_rx.read(&mut sink), Ok(n) if n > 0) {}
+        let Some(path) = &self.config.turn.secret_file else {
+            info!("reload asked for: nothing to read again (no --turn-secret-file)");
+            return;
+        };
+        match Secret::read(path) {
+            Ok(secret) => {
+                let changed = self.config.turn.secret.as_ref() != Some(&secret);
+                self.config.turn.secret = Some(secret);
+                let what = if changed { "a new one" } else { "unchanged" };
+                info!("TURN secret read again from {}: {what}", path.display());
+            }
+            Err(why) => error!("TURN secret not reloaded, the old one stays in use: {why}"),
+        }
     }
 
     /// Carries out queued effects, including any that closing a connection adds.
@@ -837,6 +901,17 @@ impl Server {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch: TURN credentials expire at a Unix time.
+fn unix_time() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// An opaque word naming who asked for a TURN credential: random, so that it says
+/// nothing about the client (coturn logs it as part of the username).
+fn turn_tag() -> String {
+    crate::ident::fresh_ident().unwrap_or_else(|| "anonymous".into())
 }
 
 /// Answers a client that may not come in with `response` and closes, without keeping it.

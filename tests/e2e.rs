@@ -11,6 +11,8 @@
 //! the temporary profile are removed on drop, also when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a panic fails the test
 
+pub mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::TcpStream;
@@ -49,6 +51,33 @@ fn two_pages_chat_over_a_data_channel() {
     assert_eq!(e2e.send(a, hello), 1, "a has one open data channel");
     assert_eq!(e2e.send(b, reply), 1, "b has one open data channel");
     e2e.wait_delivered(&[(a, b, hello), (b, a, reply)]);
+}
+
+#[test]
+#[ignore = "needs Chromium and coturn; run with `make e2e`"]
+fn two_pages_chat_through_a_turn_relay_only() {
+    assert!(
+        common::Coturn::installed(),
+        "coturn is missing: `make e2e` installs it (apt-get install coturn)"
+    );
+    let secret = "e2e-turn-secret";
+    let coturn = common::Coturn::start(secret);
+    let turn_url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let args = ["--turn-secret", secret, "--turn-url", &turn_url, "--log-level", "debug"];
+    // relay=1: iceTransportPolicy "relay", so the pages may use relayed candidates only.
+    let mut e2e = E2e::start_with(&args, "&relay=1");
+    let pages = e2e.open_pages(&["relayed", "relayed"]);
+    let [a, b] = [&pages[0], &pages[1]];
+    e2e.wait_connected(&[(a, b)]);
+    assert_eq!(e2e.send(a, "through the relay"), 1, "a has one open data channel");
+    assert_eq!(e2e.send(b, "and back"), 1, "b has one open data channel");
+    e2e.wait_delivered(&[(a, b, "through the relay"), (b, a, "and back")]);
+    // Both pages were given credentials, and coturn allocated a relay for each.
+    let iceservers = e2e.eval(&a.session, "JSON.stringify(demo.iceServers)").unwrap_or_default();
+    assert!(iceservers.as_str().unwrap_or_default().contains(&turn_url), "{iceservers}");
+    let log = coturn.log();
+    let allocations = log.lines().filter(|line| line.contains("ALLOCATE processed, success")).count();
+    assert!(allocations >= 2, "coturn allocated {allocations} relay(s):\n{log}");
 }
 
 #[test]
@@ -102,6 +131,8 @@ struct E2e {
     _browser: Browser,
     _server: ServerProcess,
     origin: String,
+    /// Added to every page's query, after `room=`.
+    page_query: String,
     deadline: Instant,
     /// Every page opened, for the report when something fails.
     sessions: Vec<String>,
@@ -109,8 +140,13 @@ struct E2e {
 
 impl E2e {
     fn start() -> E2e {
+        E2e::start_with(&[], "")
+    }
+
+    /// A server with these extra arguments; `page_query` is added to every page's URL.
+    fn start_with(server_args: &[&str], page_query: &str) -> E2e {
         let deadline = Instant::now() + TIME_LIMIT;
-        let server = ServerProcess::start(deadline);
+        let server = ServerProcess::start(deadline, server_args);
         let mut browser = Browser::start();
         let mut cdp = Cdp::connect(&browser.devtools_url(deadline));
         let origin = format!("http://{}", server.addr);
@@ -121,7 +157,8 @@ impl E2e {
         if let Err(error) = cdp.call(None, "Browser.grantPermissions", permissions) {
             panic!("Browser.grantPermissions failed: {error}");
         }
-        E2e { cdp, _browser: browser, _server: server, origin, deadline, sessions: Vec::new() }
+        let page_query = page_query.to_owned();
+        E2e { cdp, _browser: browser, _server: server, origin, page_query, deadline, sessions: Vec::new() }
     }
 
     /// Opens `/demo?room=R` for each room, a few pages at a time, and waits until each joined.
@@ -143,7 +180,7 @@ impl E2e {
     }
 
     fn open_tab(&mut self, room: &str) -> String {
-        let url = format!("{}/demo?room={room}", self.origin);
+        let url = format!("{}/demo?room={room}{}", self.origin, self.page_query);
         let target = self.browser_call("Target.createTarget", json!({"url": url, "newWindow": true}));
         let target_id = target["targetId"].as_str().unwrap_or_default().to_owned();
         let attached =
@@ -407,10 +444,11 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(deadline: Instant) -> ServerProcess {
+    fn start(deadline: Instant, args: &[&str]) -> ServerProcess {
         let mut command = Command::new(SERVER);
         command
             .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
             .env_remove("PORT")
             .env_remove("BIND_IP")
             .stdin(Stdio::null())

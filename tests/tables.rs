@@ -89,6 +89,7 @@ fn call_names_are_all_counted() {
         r#"["signal","r:a","r:b",{}]"#,
         r#"["leave","r:a"]"#,
         r#"["ping"]"#,
+        r#"["turn"]"#,
     ];
     let mut names = Vec::new();
     for message in messages {
@@ -99,6 +100,7 @@ fn call_names_are_all_counted() {
             Call::Signal { .. } => "signal",
             Call::Leave { .. } => "leave",
             Call::Ping => "ping",
+            Call::Turn => "turn",
         };
         assert_eq!(call.name(), name);
         names.push(name);
@@ -127,7 +129,7 @@ fn reply_kinds_are_all_named() {
         panic!("a signal")
     };
     // One reply of each kind. Add a new reply or kind here, and its name to ReplyKind::NAMES.
-    let replies: [Reply<'_>; 8] = [
+    let replies: [Reply<'_>; 9] = [
         Reply::Ident("a"),
         Reply::Join { address: "r:a" },
         Reply::Stun { own: "r:a", peer: "r:b", initiator: true },
@@ -135,6 +137,7 @@ fn reply_kinds_are_all_named() {
         Reply::Left { address: "r:a" },
         Reply::PeerLeft { own: "r:b", gone: "r:a" },
         Reply::Pong,
+        Reply::Turn { ice_servers: "[]" },
         Reply::Error { call: "join", code: ErrorCode::Taken, detail: "taken" },
     ];
     let mut kinds: Vec<ReplyKind> = Vec::new();
@@ -146,6 +149,7 @@ fn reply_kinds_are_all_named() {
             Reply::Signal { .. } => ReplyKind::Signal,
             Reply::Left { .. } | Reply::PeerLeft { .. } => ReplyKind::Leave,
             Reply::Pong => ReplyKind::Pong,
+            Reply::Turn { .. } => ReplyKind::Turn,
             Reply::Error { code, .. } => ReplyKind::Error(code),
         };
         assert_eq!(reply.kind(), kind);

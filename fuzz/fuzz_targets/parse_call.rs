@@ -19,8 +19,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-const KNOWN_CALLS: [&str; 5] = ["ident", "ping", "join", "signal", "leave"];
-/// The calls whose arguments are checked (the original ignores those of `ident` and `ping`).
+const KNOWN_CALLS: [&str; 6] = ["ident", "ping", "turn", "join", "signal", "leave"];
+/// The calls whose arguments are checked (the original ignores those of `ident` and `ping`;
+/// `turn` ignores its own likewise).
 const TAKE_ARGUMENTS: [&str; 3] = ["join", "signal", "leave"];
 
 fuzz_target!(|data: &[u8]| {
@@ -80,7 +81,7 @@ fn check_call(message: &[u8], call: &Call<'_>) {
     let args = items.len() - 1;
     match call {
         // Whatever follows the name is ignored, as the original ignores it.
-        Call::Ident | Call::Ping => {}
+        Call::Ident | Call::Ping | Call::Turn => {}
         Call::Join { ident, room } => {
             assert_eq!(args, 2);
             assert_eq!(strings[0].as_deref(), Some(ident.as_ref()));
@@ -172,7 +173,7 @@ fn check_refusal(message: &[u8], err: &ParseError) {
 
 fn call_strings<'c>(call: &'c Call<'_>) -> (&'c str, &'c str) {
     match call {
-        Call::Ident | Call::Ping => ("", ""),
+        Call::Ident | Call::Ping | Call::Turn => ("", ""),
         Call::Join { ident, room } => (ident, room),
         Call::Signal { from, to, .. } => (from, to),
         Call::Leave { address } => (address, ""),
@@ -197,6 +198,7 @@ fn check_replies(a: &str, b: &str, flag: bool, code: ErrorCode, data: Option<Raw
         Reply::Left { address: a },
         Reply::PeerLeft { own: a, gone: b },
         Reply::Pong,
+        Reply::Turn { ice_servers: "[]" },
         Reply::Error { call: a, code, detail: b },
     ];
     replies.extend(data.map(|data| Reply::Signal { to: a, from: b, data }));
@@ -212,6 +214,7 @@ fn check_replies(a: &str, b: &str, flag: bool, code: ErrorCode, data: Option<Raw
             Reply::Left { address } => format!(r#"["leave",{}]"#, s(address)),
             Reply::PeerLeft { own, gone } => format!(r#"["leave",{},{}]"#, s(own), s(gone)),
             Reply::Pong => r#"["pong"]"#.to_owned(),
+            Reply::Turn { ice_servers } => format!(r#"["turn",{ice_servers}]"#),
             Reply::Error { call, code, detail } => {
                 format!(r#"["error",{},{},{}]"#, s(call), s(code.as_str()), s(detail))
             }
@@ -240,6 +243,7 @@ fn check_replies(a: &str, b: &str, flag: bool, code: ErrorCode, data: Option<Raw
                     Reply::Left { address } => serde_json::json!(["leave", address]),
                     Reply::PeerLeft { own, gone } => serde_json::json!(["leave", own, gone]),
                     Reply::Pong => serde_json::json!(["pong"]),
+                    Reply::Turn { .. } => serde_json::json!(["turn", []]),
                     Reply::Error { call, code, detail } => {
                         serde_json::json!(["error", call, code.as_str(), detail])
                     }

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod client;
+mod coturn;
 mod raw;
 mod server;
 mod sockets;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use client::{Client, Reader, ws_handshake};
+pub use coturn::Coturn;
 pub use raw::{
     BINARY, CLOSE, CONTINUE, Frame, FrameHeader, MASK, OpCode, PING, PONG, RawClient, TEXT, client_frame,
     fragment, frame, header, header_bytes, text_frame,
