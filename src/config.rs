@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::logging::LogLevel;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Keep polling without sleeping for this long after the last event (zero: never).
     /// Saves the wake-up latency of an idle process at the cost of a busy core.
     pub busy_poll: Duration,
+    /// The certificate chain (PEM) and its private key: with both, the port speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Things in the configuration the operator should hear about, logged at start.
     pub warnings: Vec<String>,
 }
@@ -137,6 +141,8 @@ impl Default for Config {
             metrics_allow: None,
             trust_proxy: None,
             busy_poll: Duration::ZERO,
+            tls_cert: None,
+            tls_key: None,
             warnings: Vec::new(),
         }
     }
@@ -407,7 +413,29 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
     },
+    Setting {
+        switch: false,
+        flag: "--tls-cert",
+        env: "TLS_CERT",
+        default: "none",
+        help: "serve https:// and wss:// only, with this certificate chain (PEM; needs --tls-key)",
+        apply: |c, v| path_into(&mut c.tls_cert, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--tls-key",
+        env: "TLS_KEY",
+        default: "none",
+        help: "the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)",
+        apply: |c, v| path_into(&mut c.tls_key, v),
+    },
 ];
+
+/// An empty value (`TLS_CERT=`) leaves the path unset.
+fn path_into(slot: &mut Option<PathBuf>, value: &str) -> Result<(), String> {
+    *slot = Some(value.trim()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    Ok(())
+}
 
 impl Config {
     /// Reads flags (`args`, without the program name) over environment variables (`env`).
@@ -474,12 +502,27 @@ impl Config {
         }
     }
 
+    /// True when the port speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.idle_timeout <= self.ping_interval {
             return Err("idle timeout must be longer than the ping interval".into());
         }
         if self.access_tokens.iter().any(|token| !token.bytes().all(is_token_byte)) {
             return Err("access tokens may use only letters, digits and - . _ ~".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err("--tls-cert (TLS_CERT) needs --tls-key (TLS_KEY) too".into()),
+            (None, Some(_)) => return Err("--tls-key (TLS_KEY) needs --tls-cert (TLS_CERT) too".into()),
+            (Some(_), Some(_)) if !cfg!(feature = "tls") => {
+                return Err("--tls-cert and --tls-key: this build has no TLS (built without the \
+                            `tls` feature)"
+                    .into());
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -763,6 +806,27 @@ mod tests {
         assert!(mapped.may_read_metrics("::ffff:10.9.8.7".parse().expect("ip")));
         assert!(!mapped.may_read_metrics("11.0.0.1".parse().expect("ip")));
         assert!(parse(&["--metrics", "maybe"], &[]).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_a_build_with_tls() {
+        let plain = parse(&[], &[]).expect("valid");
+        assert!(!plain.tls());
+        let cleared = parse(&[], &[("TLS_CERT", ""), ("TLS_KEY", " ")]).expect("valid");
+        assert!(!cleared.tls());
+        let one = parse(&["--tls-cert", "c.pem"], &[]).expect_err("one without the other");
+        assert!(one.contains("needs --tls-key"), "{one}");
+        let other = parse(&[], &[("TLS_KEY", "k.pem")]).expect_err("one without the other");
+        assert!(other.contains("needs --tls-cert"), "{other}");
+        let both = parse(&["--tls-cert=c.pem"], &[("TLS_KEY", "k.pem")]);
+        if cfg!(feature = "tls") {
+            let both = both.expect("valid");
+            assert!(both.tls());
+            assert_eq!(both.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        } else {
+            let why = both.expect_err("no TLS in this build");
+            assert!(why.contains("without the `tls` feature"), "{why}");
+        }
     }
 
     #[test]

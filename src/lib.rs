@@ -26,6 +26,8 @@ pub mod rooms;
 pub mod routes;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{Command, Config};
 pub use metrics::Stats;

@@ -35,6 +35,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Unreadable, invalid or mismatched TLS files: a mistake in the configuration.
+    #[cfg(feature = "tls")]
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key)
+        && let Err(why) = diva_signal::tls::load(cert, key)
+    {
+        eprintln!("diva-signal: {why}");
+        return ExitCode::from(2);
+    }
     if let Err(err) = config.log_level.logger().init() {
         eprintln!("diva-signal: cannot start logging: {err}");
     }
@@ -57,9 +65,10 @@ fn serve(config: Config) -> std::io::Result<()> {
         signal_hook::low_level::pipe::register(signal, handle.signal_pipe()?)?;
     }
     info!(
-        "diva-signal {} listening on {} (up to {} connections)",
+        "diva-signal {} listening on {}{} (up to {} connections)",
         env!("CARGO_PKG_VERSION"),
         server.local_addr(),
+        if server.speaks_tls() { " with TLS" } else { "" },
         server.max_connections()
     );
     server.run()

@@ -30,10 +30,10 @@ use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
-use crate::stream;
+use crate::stream::{self, ClientStream};
 
-/// A client connection as this server has it: over plain TCP.
-type Conn = conn::Conn<TcpStream>;
+/// A client connection as this server has it: over plain TCP or TLS.
+type Conn = conn::Conn<ClientStream>;
 use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -126,11 +126,21 @@ pub struct Server {
     outbound_bound_hit: bool,
     /// Connections that were still open when the shutdown's grace period ran out.
     dropped_at_shutdown: usize,
+    /// The TLS settings new connections get, when the port speaks TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
+        #[cfg(feature = "tls")]
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::load(cert, key).map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))?,
+            ),
+            _ => None,
+        };
         let poll = Poll::new()?;
         let mut listener =
             TcpListener::from_std(crate::listen::open(config.bind, config.port, LISTEN_BACKLOG)?);
@@ -178,6 +188,8 @@ impl Server {
             outbound_bound_hit: false,
             queue_limits,
             dropped_at_shutdown: 0,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -305,7 +317,10 @@ impl Server {
                     match routes::admit(&self.config, &self.admission, &mut self.metrics, peer.ip(), local_ip)
                     {
                         Entry::Admit { charge, reserved } => self.admit(stream, peer, charge, reserved, now),
-                        Entry::Refuse(response) => refuse(stream, &response),
+                        // A TLS client could not read a plain refusal: it is just closed.
+                        Entry::Refuse(response) => {
+                            refuse(stream, if self.speaks_tls() { &[] } else { &response })
+                        }
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
@@ -348,6 +363,13 @@ impl Server {
         now: Instant,
     ) {
         stream::tune_for_signaling(&stream);
+        let stream = match self.client_stream(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!("cannot start TLS with {peer}: {err}");
+                return;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let rate = TokenBucket::new(self.config.rate_burst, now);
@@ -359,6 +381,23 @@ impl Server {
         debug!("connection {key} from {peer}");
         entry.insert(conn);
         self.admission.admit(key, charge, reserved);
+    }
+
+    /// True when the port speaks TLS (https:// and wss:// only).
+    pub fn speaks_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// The stream a freshly accepted socket becomes: TLS when the port speaks it.
+    fn client_stream(&self, tcp: TcpStream) -> io::Result<ClientStream> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls {
+            return Ok(ClientStream::Tls(Box::new(crate::tls::TlsStream::new(tcp, config.clone())?)));
+        }
+        Ok(ClientStream::Plain(tcp))
     }
 
     fn on_readable(&mut self, key: ConnId, now: Instant) {
@@ -841,7 +880,9 @@ impl Server {
 
 /// Answers a client that may not come in with `response` and closes, without keeping it.
 fn refuse(mut stream: TcpStream, response: &[u8]) {
-    let _ = stream.write(response);
+    if !response.is_empty() {
+        let _ = stream.write(response);
+    }
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
     let mut sink = [0u8; 4096];
