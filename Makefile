@@ -15,7 +15,7 @@ STATIC_BIN    := target/$(STATIC_TARGET)/release/diva-signal
 
 help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
-	@echo "make test      lint (fmt, clippy) and all tests"
+	@echo "make test      lint (fmt, clippy) and all tests, with TLS and without (--no-default-features)"
 	@echo "make lint      cargo fmt --check and clippy with warnings as errors"
 	@echo "make e2e       browser test: headless Chromium chats over WebRTC on /demo (installs chromium if missing)"
 	@echo "make build     debug build"
@@ -81,9 +81,12 @@ lint:
 	cd fuzz && $(CARGO) fmt --all -- --check
 	cd bench && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	# Without TLS (the smallest build): it must build, lint clean, and refuse the TLS flags.
+	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
 
 test: lint
 	$(CARGO) test
+	$(CARGO) test --no-default-features --lib
 
 # End to end in a real browser (tests/e2e.rs). Installs Debian's chromium if missing (needs root).
 CHROMIUM := /usr/lib/chromium/chromium
