@@ -470,6 +470,15 @@ impl<S: ByteStream> Conn<S> {
         registry.deregister(&mut self.socket.stream)
     }
 
+    /// The stream under the connection.
+    pub fn stream(&self) -> &S {
+        &self.socket.stream
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.socket.stream
+    }
+
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }

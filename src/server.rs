@@ -141,6 +141,13 @@ impl Server {
             ),
             _ => None,
         };
+        #[allow(unused_mut)]
+        let mut metrics = Metrics::default();
+        #[cfg(feature = "tls")]
+        if let Some(settings) = &tls {
+            // Zero when it could not be read: an alert on "expires soon" fires.
+            metrics.tls_certificate_expiry = Some(settings.expires.unwrap_or(0));
+        }
         let poll = Poll::new()?;
         let mut listener =
             TcpListener::from_std(crate::listen::open(config.bind, config.port, LISTEN_BACKLOG)?);
@@ -167,7 +174,7 @@ impl Server {
             ws_config,
             max_connections,
             started: now,
-            metrics: Metrics::default(),
+            metrics,
             conns: Slab::new(),
             effects: VecDeque::new(),
             inbox: Inbox::default(),
@@ -189,7 +196,7 @@ impl Server {
             queue_limits,
             dropped_at_shutdown: 0,
             #[cfg(feature = "tls")]
-            tls,
+            tls: tls.map(|settings| settings.config),
         })
     }
 
@@ -400,20 +407,31 @@ impl Server {
         Ok(ClientStream::Plain(tcp))
     }
 
+    /// What reading the request head came to.
+    fn on_head(&mut self, key: ConnId, head: HeadRead, now: Instant) {
+        match head {
+            HeadRead::Partial => {}
+            HeadRead::Gone => self.finish(key, CloseReason::Client),
+            HeadRead::Invalid(status) => {
+                debug!("connection {key}: bad request head ({})", status.code());
+                self.metrics.handshake_failures += 1;
+                let body = http::error_response(status, "The request could not be read.");
+                self.reply(key, body, AfterReply::Close, now);
+            }
+            HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
+        }
+    }
+
     fn on_readable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.stage() {
-            Stage::ReadingHead => match conn.read_head() {
-                HeadRead::Partial => {}
-                HeadRead::Gone => self.finish(key, CloseReason::Client),
-                HeadRead::Invalid(status) => {
-                    debug!("connection {key}: bad request head ({})", status.code());
-                    self.metrics.handshake_failures += 1;
-                    let body = http::error_response(status, "The request could not be read.");
-                    self.reply(key, body, AfterReply::Close, now);
+            Stage::ReadingHead => {
+                let head = conn.read_head();
+                if conn.stream_mut().take_handshake_completed() {
+                    self.metrics.tls_handshakes += 1;
                 }
-                HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
-            },
+                self.on_head(key, head, now);
+            }
             Stage::Open => self.read_messages(key, now),
             Stage::WritingReply | Stage::Finished => {}
             Stage::Closing => match conn.discard_input() {
@@ -702,12 +720,18 @@ impl Server {
     /// Drops a connection: releases its addresses now and its slot after this round.
     /// Its queued output counts as gone at once; its memory goes when it leaves the slab.
     fn finish(&mut self, key: ConnId, reason: CloseReason) {
+        let timed_out = reason == CloseReason::HandshakeTimeout;
+        let tls_failure = self.conns.get(key).and_then(|conn| conn.stream().handshake_failure(timed_out));
         let held_output = self.conns.get(key).is_some_and(|conn| conn.pending_output() > 0);
         let Some(Some(counts)) = self.with_output(key, Conn::finish) else { return };
         // What a connection that held much leaves behind goes back to the system soon,
         // not at the next unrelated release.
         self.released_since_trim |= held_output;
         self.metrics.count_close(reason);
+        if let Some(failure) = tls_failure {
+            debug!("connection {key}: TLS handshake failed ({})", failure.as_str());
+            self.metrics.count_tls_failure(failure);
+        }
         self.metrics.bytes_received += counts.read;
         self.metrics.bytes_sent += counts.written;
         if let Some(conn) = self.conns.get(key) {

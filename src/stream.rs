@@ -34,6 +34,29 @@ pub enum ClientStream {
     Tls(Box<crate::tls::TlsStream>),
 }
 
+impl ClientStream {
+    /// True once, when a TLS handshake is found complete (never for plain TCP).
+    pub fn take_handshake_completed(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.take_handshake_completed(),
+        }
+    }
+
+    /// Why the TLS handshake failed, for a connection that ends before it completed.
+    pub fn handshake_failure(&self, timed_out: bool) -> Option<crate::metrics::TlsFailure> {
+        match self {
+            ClientStream::Plain(_) => {
+                let _ = timed_out;
+                None
+            }
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.handshake_failure(timed_out),
+        }
+    }
+}
+
 impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -27,21 +27,31 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::metrics::TlsFailure;
 use crate::stream::ByteStream;
 
 /// Ciphertext one read may take from the socket without finding any plaintext in it:
 /// a handshake needs far less; a client sending only empty or control records is cut off.
 const MAX_CIPHERTEXT_WITHOUT_DATA: usize = 256 * 1024;
 
+/// What the server serves TLS with: rustls's settings, and when the certificate expires.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Arc<ServerConfig>,
+    /// The end-entity certificate's notAfter, in seconds since the Unix epoch.
+    pub expires: Option<u64>,
+}
+
 /// Reads the certificate chain and key and builds the server's TLS settings: TLS 1.2 and
 /// 1.3 with the ring provider, ALPN `http/1.1`. The error is one line for the operator.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+pub fn load(cert: &Path, key: &Path) -> Result<Settings, String> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|err| format!("cannot read the TLS certificate {}: {err}", cert.display()))?;
-    if certs.is_empty() {
+    let Some(first) = certs.first() else {
         return Err(format!("no certificate in {}", cert.display()));
-    }
+    };
+    let expires = not_after(first);
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|err| format!("cannot read the TLS key {}: {err}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -58,7 +68,73 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Settings { config: Arc::new(config), expires })
+}
+
+/// The notAfter of a DER certificate, in seconds since the Unix epoch: read by hand, as
+/// nothing in the tree exposes it (Certificate, TBSCertificate, then past version,
+/// serial number, signature algorithm and issuer to the validity).
+pub fn not_after(der: &[u8]) -> Option<u64> {
+    let (_, cert, _) = der_item(der)?;
+    let (_, tbs, _) = der_item(cert)?;
+    let (tag, _, mut rest) = der_item(tbs)?;
+    if tag != 0xa0 {
+        rest = tbs;
+    }
+    for _ in 0..3 {
+        rest = der_item(rest)?.2;
+    }
+    let (_, validity, _) = der_item(rest)?;
+    let (_, _, validity) = der_item(validity)?;
+    let (tag, time, _) = der_item(validity)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, years 1950 to 2049.
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSSZ.
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if rest.get(10..) != Some("Z") {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+/// One DER item: its tag, its content and what follows it.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(count)?;
+        rest = after;
+        bytes.iter().fold(0usize, |len, &b| (len << 8) | usize::from(b))
+    };
+    let (content, after) = rest.split_at_checked(len)?;
+    Some((tag, content, after))
+}
+
+/// Days since 1970-01-01 of a date in the proleptic Gregorian calendar (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// A TLS server connection over a non-blocking TCP stream.
@@ -67,17 +143,34 @@ pub struct TlsStream {
     tls: ServerConnection,
     /// The socket reported end of file: no more ciphertext will come.
     eof: bool,
+    /// The completed handshake was counted ([`TlsStream::take_handshake_completed`]).
+    counted: bool,
+    /// Why rustls gave up, if it did.
+    failure: Option<TlsFailure>,
 }
 
 impl TlsStream {
     pub fn new(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
-        Ok(TlsStream { tcp, tls, eof: false })
+        Ok(TlsStream { tcp, tls, eof: false, counted: false, failure: None })
     }
 
-    /// True once the handshake is over.
-    pub fn is_handshake_done(&self) -> bool {
-        !self.tls.is_handshaking()
+    /// True once, when the handshake is found complete: for the metrics.
+    pub fn take_handshake_completed(&mut self) -> bool {
+        if self.counted || self.tls.is_handshaking() {
+            return false;
+        }
+        self.counted = true;
+        true
+    }
+
+    /// Why the handshake failed, for a connection that ends before it completed (`None`
+    /// when it completed): what rustls said, else a timeout or the client's hang-up.
+    pub fn handshake_failure(&self, timed_out: bool) -> Option<TlsFailure> {
+        if self.counted || !self.tls.is_handshaking() {
+            return None;
+        }
+        Some(self.failure.unwrap_or(if timed_out { TlsFailure::Timeout } else { TlsFailure::Closed }))
     }
 
     /// Writes ciphertext rustls holds until it holds none: WouldBlock when the socket
@@ -115,8 +208,27 @@ impl TlsStream {
             Err(err) if processed.is_ok() => return Err(err),
             Err(_) => {}
         }
-        processed.map_err(|err| io::Error::new(ErrorKind::InvalidData, err))?;
+        if let Err(err) = processed {
+            self.failure.get_or_insert(classify(&err));
+            return Err(io::Error::new(ErrorKind::InvalidData, err));
+        }
         Ok(n)
+    }
+}
+
+/// What a rustls error says about the client, for the metrics.
+fn classify(err: &rustls::Error) -> TlsFailure {
+    use rustls::Error;
+    match err {
+        Error::InvalidMessage(_)
+        | Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. }
+        | Error::PeerSentOversizedRecord
+        | Error::PeerMisbehaved(_)
+        | Error::DecryptError => TlsFailure::NotTls,
+        Error::PeerIncompatible(_) | Error::NoApplicationProtocol => TlsFailure::Incompatible,
+        Error::AlertReceived(_) => TlsFailure::Alert,
+        _ => TlsFailure::Error,
     }
 }
 
@@ -198,5 +310,29 @@ impl ByteStream for TlsStream {
             Err(err) => return Err(err),
         }
         self.tcp.shutdown(Shutdown::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_count_days_from_the_epoch() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2038, 1, 19), 24_855);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    }
+
+    #[test]
+    fn der_items_reject_what_runs_past_the_end() {
+        assert_eq!(der_item(&[0x30, 0x02, 1, 2, 9]), Some((0x30, &[1u8, 2][..], &[9u8][..])));
+        assert_eq!(der_item(&[0x30, 0x81, 0x01, 7]), Some((0x30, &[7u8][..], &[][..])));
+        assert_eq!(der_item(&[0x30, 0x03, 1, 2]), None);
+        assert_eq!(der_item(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+        assert_eq!(der_item(&[0x30]), None);
+        assert_eq!(not_after(&[0x30, 0x00]), None);
+        assert_eq!(not_after(b"not a certificate at all"), None);
     }
 }

@@ -43,10 +43,13 @@ impl Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, "diva-signal test CA");
+        // GeneralizedTime (from 2050 on), the server's UTCTime: both are read for the gauge.
+        ca_params.not_after = rcgen::date_time_ymd(2051, 5, 17);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
         let cert = params.signed_by(&key, &issuer).unwrap();
         let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
         // The full chain, as certbot's fullchain.pem has it.
@@ -293,6 +296,32 @@ fn garbage_half_hellos_and_stalled_handshakes_are_closed_without_harm() {
     wait_for_close(&mut half, within);
     wait_for_close(&mut silent, within);
     round_trip(&mut alice, &a, &mut bob, &b, 2);
+
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    wait_for_close(&mut plain, PATIENCE);
+    let metrics = pki.get(server.addr, "/metrics");
+    let sample = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // alice, bob, carol and two GETs of /health and /metrics.
+    assert_eq!(sample("diva_signal_tls_handshakes_total "), 5);
+    assert_eq!(sample("diva_signal_tls_handshake_failures_total{reason=\"not_tls\"} "), 2);
+    assert_eq!(sample("diva_signal_tls_handshake_failures_total{reason=\"timeout\"} "), 2);
+    assert_eq!(sample("diva_signal_tls_handshake_failures_total{reason=\"closed\"} "), 0);
+    assert_eq!(sample("diva_signal_tls_certificate_expiry_timestamp_seconds "), 1_936_742_400);
+}
+
+#[test]
+fn certificate_expiry_is_read_from_utc_and_generalized_times() {
+    let pki = Pki::generate();
+    let settings = diva_signal::tls::load(&pki.cert, &pki.key).unwrap();
+    assert_eq!(settings.expires, Some(1_936_742_400)); // 2031-05-17, UTCTime
+    assert_eq!(diva_signal::tls::not_after(&pki.ca), Some(2_567_894_400)); // 2051-05-17, GeneralizedTime
 }
 
 /// Run the binary with `args` and return its exit code and standard error.
