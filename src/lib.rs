@@ -31,4 +31,4 @@ pub mod tls;
 
 pub use config::{Command, Config};
 pub use metrics::Stats;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

@@ -64,6 +64,11 @@ fn serve(config: Config) -> std::io::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::low_level::pipe::register(signal, handle.signal_pipe()?)?;
     }
+    // SIGHUP: read the TLS certificate and key again (certbot's deploy hook sends it).
+    signal_hook::low_level::pipe::register(
+        signal_hook::consts::SIGHUP,
+        server.reload_handle()?.signal_pipe()?,
+    )?;
     info!(
         "diva-signal {} listening on {}{} (up to {} connections)",
         env!("CARGO_PKG_VERSION"),

@@ -172,6 +172,9 @@ pub struct Metrics {
     pub tls_handshake_failures: [u64; TlsFailure::ALL.len()],
     /// When the served certificate expires, in seconds since the Unix epoch (TLS only).
     pub tls_certificate_expiry: Option<u64>,
+    /// Reloads of the certificate and key (SIGHUP) that took, and that failed.
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
 }
 
 impl Metrics {
@@ -349,6 +352,15 @@ impl Metrics {
                 "gauge",
                 "When the served certificate expires (its notAfter), in seconds since the Unix epoch.",
                 &one(expiry),
+            );
+            family(
+                "tls_reloads_total",
+                "counter",
+                "Reloads of the certificate and key (SIGHUP), by result.",
+                &[
+                    ("{result=\"ok\"}".to_owned(), self.tls_reloads),
+                    ("{result=\"failed\"}".to_owned(), self.tls_reload_failures),
+                ],
             );
         }
         out

@@ -38,6 +38,7 @@ use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
+const RELOAD: Token = Token(usize::MAX - 3);
 
 /// Messages read from one connection before others get their turn.
 const READ_BUDGET: usize = 64;
@@ -77,12 +78,29 @@ impl ShutdownHandle {
     }
 }
 
+/// Asks a running server to read its TLS certificate and key again (SIGHUP).
+#[derive(Debug)]
+pub struct ReloadHandle(StdUnixStream);
+
+impl ReloadHandle {
+    pub fn reload(&self) -> io::Result<()> {
+        (&self.0).write_all(&[1])
+    }
+
+    /// The socket to register with `signal_hook::low_level::pipe` for SIGHUP.
+    pub fn signal_pipe(&self) -> io::Result<StdUnixStream> {
+        self.0.try_clone()
+    }
+}
+
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     shutdown_rx: UnixStream,
     shutdown_tx: StdUnixStream,
+    reload_rx: UnixStream,
+    reload_tx: StdUnixStream,
     config: Config,
     ws_config: WebSocketConfig,
     max_connections: usize,
@@ -158,6 +176,11 @@ impl Server {
         shutdown_tx.set_nonblocking(true)?;
         let mut shutdown_rx = UnixStream::from_std(shutdown_rx);
         poll.registry().register(&mut shutdown_rx, SHUTDOWN, Interest::READABLE)?;
+        let (reload_tx, reload_rx) = StdUnixStream::pair()?;
+        reload_rx.set_nonblocking(true)?;
+        reload_tx.set_nonblocking(true)?;
+        let mut reload_rx = UnixStream::from_std(reload_rx);
+        poll.registry().register(&mut reload_rx, RELOAD, Interest::READABLE)?;
         let max_connections = config.max_connections.unwrap_or_else(default_max_connections);
         let ws_config = conn::websocket_config(config.max_message_size, config.max_outbound);
         let queue_limits = QueueLimits::new(config.max_outbound as u64);
@@ -168,6 +191,8 @@ impl Server {
             local_addr,
             shutdown_rx,
             shutdown_tx,
+            reload_rx,
+            reload_tx,
             rooms: Rooms::new(config.room_limits),
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             config,
@@ -214,6 +239,10 @@ impl Server {
         Ok(ShutdownHandle(self.shutdown_tx.try_clone()?))
     }
 
+    pub fn reload_handle(&self) -> io::Result<ReloadHandle> {
+        Ok(ReloadHandle(self.reload_tx.try_clone()?))
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.conns.len(),
@@ -247,6 +276,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     SHUTDOWN => self.begin_shutdown(now),
+                    RELOAD => self.reload(),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_readiness(event.is_read_closed() || event.is_error());
@@ -876,6 +906,31 @@ impl Server {
         .min()
         .unwrap_or(Duration::from_secs(1));
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Reads the TLS certificate and key again. New handshakes use them; open connections
+    /// keep what they have. Unreadable, invalid or mismatched files leave the old ones
+    /// in place, with an error in the log.
+    fn reload(&mut self) {
+        let mut sink = [0u8; 64];
+        while matches!(self.reload_rx.read(&mut sink), Ok(n) if n > 0) {}
+        #[cfg(feature = "tls")]
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+            match crate::tls::load(cert, key) {
+                Ok(settings) => {
+                    self.tls = Some(settings.config);
+                    self.metrics.tls_certificate_expiry = Some(settings.expires.unwrap_or(0));
+                    self.metrics.tls_reloads += 1;
+                    info!("reloaded the TLS certificate {} and key {}", cert.display(), key.display());
+                }
+                Err(why) => {
+                    self.metrics.tls_reload_failures += 1;
+                    log::error!("TLS reload failed, still serving the certificate loaded before: {why}");
+                }
+            }
+            return;
+        }
+        info!("asked to reload: nothing to reload without TLS");
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

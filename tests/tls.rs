@@ -31,13 +31,17 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// The common name of the server certificate.
+    pub fn name(&self) -> String {
+        let n =
+            self.dir.file_name().unwrap().to_str().unwrap().trim_start_matches("diva-signal-tls-").to_owned();
+        format!("diva-signal test {n}")
+    }
+
     pub fn generate() -> Pki {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "diva-signal-tls-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let serial = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("diva-signal-tls-{}-{serial}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -50,6 +54,10 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        // Which certificate a server serves shows in its subject.
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("diva-signal test {}-{serial}", std::process::id()));
         let cert = params.signed_by(&key, &issuer).unwrap();
         let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
         // The full chain, as certbot's fullchain.pem has it.
@@ -396,4 +404,125 @@ fn keys_in_pkcs8_pkcs1_and_sec1_load() {
         let loaded = diva_signal::tls::load(&dir.dir.join(&cert), &dir.dir.join(key));
         assert!(loaded.is_ok(), "{key}: {:?}", loaded.err());
     }
+}
+
+/// The subject of the certificate a server at `addr` serves, as `openssl s_client` reads it.
+fn served_subject(addr: SocketAddr) -> String {
+    let output = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let subject = text.lines().find(|line| line.starts_with("subject=")).unwrap_or_else(|| panic!("{text}"));
+    subject.to_owned()
+}
+
+/// The binary with TLS from `pki`'s files, and the address it logged; its log lines go on.
+struct Spawned {
+    child: std::process::Child,
+    addr: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Spawned {
+    fn start(pki: &Pki) -> Spawned {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diva-signal"))
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--tls-cert",
+                path(&pki.cert),
+                "--tls-key",
+                path(&pki.key),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                if tx.send(line.unwrap_or_default()).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = log.recv_timeout(PATIENCE).expect("server logs its address");
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                assert!(rest.contains("with TLS"), "{line}");
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Spawned { child, addr, log }
+    }
+
+    fn hang_up(&self) {
+        let status = std::process::Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()));
+    }
+
+    /// Waits for a log line that contains `text`.
+    fn wait_for_log(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let left = PATIENCE.saturating_sub(start.elapsed());
+            let line = self.log.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+}
+
+/// SIGHUP reads the files again: new handshakes get the new certificate, open connections
+/// carry on, and files that do not load leave the last good certificate in place.
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_the_old_one_on_failure() {
+    let first = Pki::generate();
+    let second = Pki::generate();
+    let server = Spawned::start(&first);
+    assert!(served_subject(server.addr).contains(&first.name()), "{}", first.name());
+    let mut open = first.ws(server.addr);
+    send(&mut open, &json!(["join", "a", "r"]));
+    assert_eq!(recv(&mut open), json!(["join", "r:a"]));
+
+    // Swap the files (as certbot renews them) and hang up.
+    std::fs::copy(&second.cert, &first.cert).unwrap();
+    std::fs::copy(&second.key, &first.key).unwrap();
+    server.hang_up();
+    server.wait_for_log("reloaded the TLS certificate");
+    assert!(served_subject(server.addr).contains(&second.name()), "{}", second.name());
+    send(&mut open, &json!(["ident"]));
+    assert_eq!(recv(&mut open)[0], "ident", "a connection from before the reload carries on");
+    assert!(second.get(server.addr, "/health").starts_with("HTTP/1.1 200 "));
+
+    // A broken file, then a key that does not match: the second certificate stays.
+    std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    server.hang_up();
+    let line = server.wait_for_log("TLS reload failed");
+    assert!(line.contains("still serving"), "{line}");
+    std::fs::copy(&second.cert, &first.cert).unwrap();
+    let third = Pki::generate();
+    std::fs::copy(&third.key, &first.key).unwrap();
+    server.hang_up();
+    let line = server.wait_for_log("TLS reload failed");
+    assert!(line.contains("do not go together"), "{line}");
+    assert!(served_subject(server.addr).contains(&second.name()));
+    let metrics = second.get(server.addr, "/metrics");
+    assert!(metrics.contains("diva_signal_tls_reloads_total{result=\"ok\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("diva_signal_tls_reloads_total{result=\"failed\"} 2\n"), "{metrics}");
+    send(&mut open, &json!(["ident"]));
+    assert_eq!(recv(&mut open)[0], "ident");
 }
