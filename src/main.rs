@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(config)) => config,
         Ok(Command::Healthcheck(config)) => {
             let addr = diva_signal::healthcheck::target(&config);
-            return match diva_signal::healthcheck::check(addr, Duration::from_secs(3)) {
+            return match diva_signal::healthcheck::check(addr, Duration::from_secs(3), config.tls()) {
                 Ok(body) => {
                     println!("healthy: {body}");
                     ExitCode::SUCCESS

@@ -486,6 +486,27 @@ impl Spawned {
     }
 }
 
+/// `--healthcheck` with the server's own TLS settings asks it over TLS.
+#[test]
+fn healthcheck_speaks_tls_to_a_tls_server() {
+    let pki = Pki::generate();
+    let server = Spawned::start(&pki);
+    let port = server.addr.port().to_string();
+    let tls = ["--tls-cert", path(&pki.cert), "--tls-key", path(&pki.key)];
+    let mut args = vec!["--healthcheck", "--bind", "127.0.0.1", "--port", &port];
+    args.extend(tls);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_diva-signal")).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("healthy: "), "{stdout}");
+    // Without the TLS settings it speaks plain HTTP, which the TLS port does not answer.
+    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_diva-signal"))
+        .args(["--healthcheck", "--bind", "127.0.0.1", "--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+}
+
 /// SIGHUP reads the files again: new handshakes get the new certificate, open connections
 /// carry on, and files that do not load leave the last good certificate in place.
 #[test]
