@@ -547,3 +547,48 @@ fn sighup_reloads_the_certificate_and_keeps_the_old_one_on_failure() {
     send(&mut open, &json!(["ident"]));
     assert_eq!(recv(&mut open)[0], "ident");
 }
+
+/// Bytes of server RSS per idle TLS connection (wss, joined, quiet): not part of the
+/// suite. `TLS_IDLE_CONNECTIONS=10000 cargo test --release --test tls -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn memory_per_idle_tls_connection() {
+    let count: usize =
+        std::env::var("TLS_IDLE_CONNECTIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
+    common::raise_fd_limit();
+    let pki = Pki::generate();
+    let server = Spawned::start(&pki);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    // One connection first, so that what every connection shares is counted in the base.
+    let mut first = pki.ws(server.addr);
+    send(&mut first, &json!(["join", "first", "warm"]));
+    recv(&mut first);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss();
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut ws = pki.ws(server.addr);
+        send(&mut ws, &json!(["join", format!("p{i}"), format!("r{i}")]));
+        assert_eq!(recv(&mut ws)[0], "join");
+        clients.push(ws);
+    }
+    let connected_in = start.elapsed();
+    let busy = rss();
+    // Quiet: the sweep releases grown buffers after a second, the allocator trims.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss();
+    println!(
+        "{count} idle TLS connections (joined) in {connected_in:?}: server RSS {} KiB before, {} KiB right after, \
+         {} KiB quiet: {} bytes per connection ({} right after)",
+        before / 1024,
+        busy / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) / count as u64,
+        (busy.saturating_sub(before)) / count as u64,
+    );
+}
