@@ -592,3 +592,30 @@ fn memory_per_idle_tls_connection() {
         (busy.saturating_sub(before)) / count as u64,
     );
 }
+
+/// SIGTERM closes TLS clients as it closes plain ones: a close frame with 1001, then the end.
+#[test]
+fn shutdown_closes_tls_clients_with_1001() {
+    let pki = Pki::generate();
+    let mut server = Spawned::start(&pki);
+    let mut ws = pki.ws(server.addr);
+    send(&mut ws, &json!(["ident"]));
+    assert_eq!(recv(&mut ws)[0], "ident");
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let frame = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(err) => panic!("no close frame: {err}"),
+        }
+    };
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+    // Our close answers; once we hang up, the server has no one left and exits 0 at once.
+    let _ = ws.flush();
+    drop(ws);
+    let start = Instant::now();
+    let exit = server.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(1), "exited after {:?}", start.elapsed());
+}
