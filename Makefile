@@ -40,9 +40,12 @@ run: release
 build:
 	$(CARGO) build
 
+# The stripped binary, TLS included, must stay under 2 MiB (issue 17).
+MAX_BINARY_BYTES := 2097152
 release:
 	$(CARGO) build --release
 	@ls -l $(BIN)
+	@test $$(stat -c %s $(BIN)) -lt $(MAX_BINARY_BYTES) || { echo "$(BIN) is $(MAX_BINARY_BYTES) bytes or more"; exit 1; }
 
 static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET)
