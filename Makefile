@@ -15,7 +15,7 @@ STATIC_BIN    := target/$(STATIC_TARGET)/release/diva-signal
 
 help:
 	@echo "make run       build release and run on port $(PORT) (PORT=... to change)"
-	@echo "make test      lint (fmt, clippy) and all tests"
+	@echo "make test      lint (fmt, clippy) and all tests, with TLS and without (--no-default-features)"
 	@echo "make lint      cargo fmt --check and clippy with warnings as errors"
 	@echo "make e2e       browser test: headless Chromium chats over WebRTC on /demo, also relayed by coturn (installs chromium, coturn if missing)"
 	@echo "make build     debug build"
@@ -40,9 +40,12 @@ run: release
 build:
 	$(CARGO) build
 
+# The stripped binary, TLS included, must stay under 2 MiB (issue 17).
+MAX_BINARY_BYTES := 2097152
 release:
 	$(CARGO) build --release
 	@ls -l $(BIN)
+	@test $$(stat -c %s $(BIN)) -lt $(MAX_BINARY_BYTES) || { echo "$(BIN) is $(MAX_BINARY_BYTES) bytes or more"; exit 1; }
 
 static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET)
@@ -81,9 +84,12 @@ lint:
 	cd fuzz && $(CARGO) fmt --all -- --check
 	cd bench && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	# Without TLS (the smallest build): it must build, lint clean, and refuse the TLS flags.
+	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
 
 test: lint
 	$(CARGO) test
+	$(CARGO) test --no-default-features --lib
 
 # End to end in a real browser (tests/e2e.rs). Installs Debian's chromium, and coturn for
 # the relayed pair, if missing (needs root).
@@ -177,7 +183,7 @@ bench-peers:
 bench-smoke:
 	CARGO=$(CARGO) BENCH_STRICT=1 BENCH_REPEAT=1 BENCH_WARMUP=0.5 BENCH_DURATION=1 BENCH_LIMITS_WARMUP=0.5 \
 	  BENCH_HOT_PATH_MESSAGES=20000 \
-	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k mid-1k flood-ping flood-ping-limits" \
+	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k mid-1k flood-ping flood-ping-limits tls-closed-1k-w1" \
 	  bash bench/run.sh
 
 # What reading, parsing, routing and framing a `signal` costs in process, without sockets.

@@ -50,6 +50,9 @@
 #                  a time), then hold them 5 s: connections/s and server RSS per connection
 #   idle-19k       the same with 19,000 connections (one generator process holds at most
 #                  ~19,900: the open-file hard limit here is 20,000)
+#   tls-closed-1k-w1, tls-idle-10k  closed-1k-w1 and idle-10k over wss://: diva-signal's own
+#                  TLS (a throwaway certificate from openssl), the generator with --tls on.
+#                  diva-signal only.
 #
 # Before the scenarios, benches/hot_path.rs measures in process (no sockets) what reading,
 # parsing, routing and framing a `signal` costs: with the zero-work relay's figure, the
@@ -79,7 +82,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 tls-idle-10k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -101,6 +104,12 @@ fi
 
 OUT=.bench/results/$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
+# The tls-* scenarios: diva-signal's own TLS with a throwaway certificate.
+TLS_DIR=$OUT/tls
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -days 2 \
+  -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+TLS_ARGS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "cpus: $(nproc), $(lscpu | sed -n 's/^Model name: *//p')"
@@ -152,8 +161,9 @@ health_ok() {
 }
 
 SERVER_PID=
-start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy|unlimited
-  local limits=(--rate 1000000 --burst 1000000) busy=()
+start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy|unlimited|tls
+  local limits=(--rate 1000000 --burst 1000000) busy=() tls=()
+  [[ ${3:-raised} == tls ]] && tls=("${TLS_ARGS[@]}")
   [[ ${3:-raised} == default ]] && limits=()
   [[ ${3:-raised} == unlimited ]] && limits=(--rate 1000000000 --burst 1000000000)
   [[ ${3:-raised} == busy ]] && busy=(--busy-poll 1000)
@@ -161,7 +171,7 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
     diva)
       # Every generator connection comes from 127.0.0.1: no limit per address (the
       # bookkeeping is done all the same, so its cost is in the figures).
-      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" "${busy[@]}" \
+      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" "${busy[@]}" "${tls[@]}" \
         --max-connections 19960 --max-connections-per-ip 0 --log-level warn 2>"$2" &
       ;;
     floor)
@@ -174,7 +184,9 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
   esac
   SERVER_PID=$!
   for _ in $(seq 100); do
-    if health_ok; then return 0; fi
+    if [[ ${#tls[@]} -gt 0 ]]; then
+      if $DIVA --healthcheck --bind 127.0.0.1 --port "$PORT" "${tls[@]}" >/dev/null 2>&1; then return 0; fi
+    elif health_ok; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
     sleep 0.1
   done
@@ -251,6 +263,11 @@ for scenario in $SCENARIOS; do
         [[ $server == diva ]] || continue
         limits=default
         ;;
+      # Only diva-signal speaks TLS itself.
+      tls-*)
+        [[ $server == diva ]] || continue
+        limits=tls
+        ;;
       # The floor relay only relays, and holds one fixed buffer.
       start | idle-* | big-1k | mid-1k) [[ $server == floor ]] && continue ;;
     esac
@@ -302,6 +319,13 @@ for scenario in $SCENARIOS; do
         ;;
       idle-19k)
         load "$server" "$scenario" idle --connections 19000 --hold "$HOLD"
+        ;;
+      tls-closed-1k-w1)
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION" \
+          --tls on
+        ;;
+      tls-idle-10k)
+        load "$server" "$scenario" idle --connections 10000 --hold "$HOLD" --tls on
         ;;
       *)
         echo "unknown scenario $scenario" >&2

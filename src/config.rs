@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::logging::LogLevel;
@@ -61,6 +62,9 @@ pub struct Config {
     pub busy_poll: Duration,
     /// TURN credentials and STUN servers handed out by `["turn"]` and `GET /turn`.
     pub turn: TurnConfig,
+    /// The certificate chain (PEM) and its private key: with both, the port speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Things in the configuration the operator should hear about, logged at start.
     pub warnings: Vec<String>,
 }
@@ -141,6 +145,8 @@ impl Default for Config {
             trust_proxy: None,
             busy_poll: Duration::ZERO,
             turn: TurnConfig::default(),
+            tls_cert: None,
+            tls_key: None,
             warnings: Vec::new(),
         }
     }
@@ -470,7 +476,29 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
     },
+    Setting {
+        switch: false,
+        flag: "--tls-cert",
+        env: "TLS_CERT",
+        default: "none",
+        help: "serve https:// and wss:// only, with this certificate chain (PEM; needs --tls-key)",
+        apply: |c, v| path_into(&mut c.tls_cert, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--tls-key",
+        env: "TLS_KEY",
+        default: "none",
+        help: "the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)",
+        apply: |c, v| path_into(&mut c.tls_key, v),
+    },
 ];
+
+/// An empty value (`TLS_CERT=`) leaves the path unset.
+fn path_into(slot: &mut Option<PathBuf>, value: &str) -> Result<(), String> {
+    *slot = Some(value.trim()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    Ok(())
+}
 
 impl Config {
     /// Reads flags (`args`, without the program name) over environment variables (`env`).
@@ -539,6 +567,11 @@ impl Config {
         }
     }
 
+    /// True when the port speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.idle_timeout <= self.ping_interval {
             return Err("idle timeout must be longer than the ping interval".into());
@@ -550,6 +583,16 @@ impl Config {
             return Err(
                 "--turn-url needs the TURN server's secret: --turn-secret-file or --turn-secret".into()
             );
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err("--tls-cert (TLS_CERT) needs --tls-key (TLS_KEY) too".into()),
+            (None, Some(_)) => return Err("--tls-key (TLS_KEY) needs --tls-cert (TLS_CERT) too".into()),
+            (Some(_), Some(_)) if !cfg!(feature = "tls") => {
+                return Err("--tls-cert and --tls-key: this build has no TLS (built without the \
+                            `tls` feature)"
+                    .into());
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -896,6 +939,27 @@ mod tests {
             assert!(parse(args, env).is_err(), "{args:?} {env:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_a_build_with_tls() {
+        let plain = parse(&[], &[]).expect("valid");
+        assert!(!plain.tls());
+        let cleared = parse(&[], &[("TLS_CERT", ""), ("TLS_KEY", " ")]).expect("valid");
+        assert!(!cleared.tls());
+        let one = parse(&["--tls-cert", "c.pem"], &[]).expect_err("one without the other");
+        assert!(one.contains("needs --tls-key"), "{one}");
+        let other = parse(&[], &[("TLS_KEY", "k.pem")]).expect_err("one without the other");
+        assert!(other.contains("needs --tls-cert"), "{other}");
+        let both = parse(&["--tls-cert=c.pem"], &[("TLS_KEY", "k.pem")]);
+        if cfg!(feature = "tls") {
+            let both = both.expect("valid");
+            assert!(both.tls());
+            assert_eq!(both.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        } else {
+            let why = both.expect_err("no TLS in this build");
+            assert!(why.contains("without the `tls` feature"), "{why}");
+        }
     }
 
     #[test]

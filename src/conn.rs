@@ -470,6 +470,15 @@ impl<S: ByteStream> Conn<S> {
         registry.deregister(&mut self.socket.stream)
     }
 
+    /// The stream under the connection.
+    pub fn stream(&self) -> &S {
+        &self.socket.stream
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.socket.stream
+    }
+
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
@@ -617,6 +626,13 @@ impl<S: ByteStream> Conn<S> {
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return WriteEnd::Gone,
             }
+        }
+        // All taken; a TLS stream may hold some of it still, which must go out before
+        // our side shuts.
+        match self.socket.flush() {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return WriteEnd::Blocked,
+            Err(_) => return WriteEnd::Gone,
         }
         let previous = std::mem::replace(&mut self.phase, Phase::Lingering { deadline: now });
         match previous {
@@ -806,7 +822,12 @@ impl<S: ByteStream> Conn<S> {
     /// Writes out whatever is queued, as far as the socket takes it.
     pub fn flush(&mut self, ws_config: &WebSocketConfig, now: Instant) -> WriteEnd {
         match &mut self.phase {
-            Phase::ReadingHead { .. } => WriteEnd::Done,
+            // Nothing of ours yet; a TLS stream may still owe handshake messages.
+            Phase::ReadingHead { .. } => match self.socket.flush() {
+                Ok(()) => WriteEnd::Done,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => WriteEnd::Blocked,
+                Err(_) => WriteEnd::Gone,
+            },
             Phase::WritingReply { .. } => self.write_reply(ws_config, now),
             Phase::Open(ws) => match ws.flush(&mut self.socket) {
                 Ok(()) => {

@@ -26,8 +26,10 @@ pub mod rooms;
 pub mod routes;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod turn;
 
 pub use config::{Command, Config};
 pub use metrics::Stats;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

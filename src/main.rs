@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(config)) => config,
         Ok(Command::Healthcheck(config)) => {
             let addr = diva_signal::healthcheck::target(&config);
-            return match diva_signal::healthcheck::check(addr, Duration::from_secs(3)) {
+            return match diva_signal::healthcheck::check(addr, Duration::from_secs(3), config.tls()) {
                 Ok(body) => {
                     println!("healthy: {body}");
                     ExitCode::SUCCESS
@@ -35,6 +35,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Unreadable, invalid or mismatched TLS files: a mistake in the configuration.
+    #[cfg(feature = "tls")]
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key)
+        && let Err(why) = diva_signal::tls::load(cert, key)
+    {
+        eprintln!("diva-signal: {why}");
+        return ExitCode::from(2);
+    }
     if let Err(err) = config.log_level.logger().init() {
         eprintln!("diva-signal: cannot start logging: {err}");
     }
@@ -56,12 +64,14 @@ fn serve(config: Config) -> std::io::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::low_level::pipe::register(signal, handle.signal_pipe()?)?;
     }
-    // SIGHUP: read --turn-secret-file again, in the loop (nothing else is reloaded).
+    // SIGHUP: read the TLS certificate and key and --turn-secret-file again, in the loop
+    // (certbot's deploy hook and `systemctl reload` send it).
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, handle.reload_pipe()?)?;
     info!(
-        "diva-signal {} listening on {} (up to {} connections)",
+        "diva-signal {} listening on {}{} (up to {} connections)",
         env!("CARGO_PKG_VERSION"),
         server.local_addr(),
+        if server.speaks_tls() { " with TLS" } else { "" },
         server.max_connections()
     );
     server.run()

@@ -186,7 +186,7 @@ impl Source for MemoryStream {
 }
 
 impl ByteStream for MemoryStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.wire.borrow_mut().write_shut = true;
         Ok(())
     }

@@ -87,6 +87,56 @@ const _: () = {
     }
 };
 
+/// Why a TLS handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Not done within the handshake timeout (a silent client, half a ClientHello).
+    Timeout,
+    /// The client hung up during it.
+    Closed,
+    /// What came was not TLS (plain HTTP, random bytes) or broke its rules.
+    NotTls,
+    /// No version, cipher suite or application protocol in common.
+    Incompatible,
+    /// The client sent an alert: it did not accept the certificate, say.
+    Alert,
+    /// Anything else.
+    Error,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::Timeout,
+        TlsFailure::Closed,
+        TlsFailure::NotTls,
+        TlsFailure::Incompatible,
+        TlsFailure::Alert,
+        TlsFailure::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Closed => "closed",
+            TlsFailure::NotTls => "not_tls",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::Alert => "alert",
+            TlsFailure::Error => "error",
+        }
+    }
+}
+
+// As for `CloseReason::ALL`: `failure as usize` is its place in `ALL`.
+const _: () = {
+    let mut rest: &[TlsFailure] = &TlsFailure::ALL;
+    let mut place = 0;
+    while let [failure, tail @ ..] = rest {
+        assert!(*failure as usize == place, "TlsFailure::ALL is not in declaration order");
+        rest = tail;
+        place += 1;
+    }
+};
+
 /// Calls as counted on the way in; `invalid` for messages that did not parse.
 pub const CALLS: [&str; 7] = ["ident", "join", "signal", "leave", "ping", "turn", "invalid"];
 
@@ -119,6 +169,14 @@ pub struct Metrics {
     pub pressure_drops: u64,
     /// TURN credentials handed out, by `["turn"]` or `GET /turn`.
     pub turn_credentials: u64,
+    /// TLS handshakes completed, and failed (indexed like [`TlsFailure::ALL`]).
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: [u64; TlsFailure::ALL.len()],
+    /// When the served certificate expires, in seconds since the Unix epoch (TLS only).
+    pub tls_certificate_expiry: Option<u64>,
+    /// Reloads of the certificate and key (SIGHUP) that took, and that failed.
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
 }
 
 impl Metrics {
@@ -148,6 +206,12 @@ impl Metrics {
         let slot = self.closes.get_mut(reason as usize);
         debug_assert!(slot.is_some(), "{reason:?} is missing from CloseReason::ALL");
         if let Some(slot) = slot {
+            *slot += 1;
+        }
+    }
+
+    pub fn count_tls_failure(&mut self, failure: TlsFailure) {
+        if let Some(slot) = self.tls_handshake_failures.get_mut(failure as usize) {
             *slot += 1;
         }
     }
@@ -279,6 +343,34 @@ impl Metrics {
             "TURN credentials handed out (the turn call and GET /turn).",
             &one(self.turn_credentials),
         );
+        if let Some(expiry) = self.tls_certificate_expiry {
+            family("tls_handshakes_total", "counter", "TLS handshakes completed.", &one(self.tls_handshakes));
+            family(
+                "tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes failed, by reason.",
+                &by(
+                    "reason",
+                    &mut TlsFailure::ALL.into_iter().map(TlsFailure::as_str),
+                    &self.tls_handshake_failures,
+                ),
+            );
+            family(
+                "tls_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When the served certificate expires (its notAfter), in seconds since the Unix epoch.",
+                &one(expiry),
+            );
+            family(
+                "tls_reloads_total",
+                "counter",
+                "Reloads of the certificate and key (SIGHUP), by result.",
+                &[
+                    ("{result=\"ok\"}".to_owned(), self.tls_reloads),
+                    ("{result=\"failed\"}".to_owned(), self.tls_reload_failures),
+                ],
+            );
+        }
         out
     }
 }
@@ -300,6 +392,8 @@ mod tests {
         metrics.count_call(None);
         metrics.count_sent(ReplyKind::Error(ErrorCode::Taken));
         metrics.count_close(CloseReason::Idle);
+        metrics.count_tls_failure(TlsFailure::Timeout);
+        metrics.tls_certificate_expiry = Some(1_900_000_000);
         let text = metrics.render(
             Stats { connections: 2, rooms: 1, addresses: 3, queued_output: 0 },
             Duration::from_secs(7),
@@ -326,5 +420,10 @@ mod tests {
         assert!(text.contains("diva_signal_closes_total{reason=\"idle\"} 1\n"));
         assert!(text.contains("diva_signal_addresses 3\n"));
         assert!(text.contains("diva_signal_uptime_seconds 7\n"));
+        assert!(text.contains("diva_signal_tls_handshake_failures_total{reason=\"timeout\"} 1\n"));
+        assert!(text.contains("diva_signal_tls_certificate_expiry_timestamp_seconds 1900000000\n"));
+        let plain = Metrics::default()
+            .render(Stats { connections: 0, rooms: 0, addresses: 0, queued_output: 0 }, Duration::ZERO);
+        assert!(!plain.contains("tls"), "a plain server shows no TLS figures");
     }
 }

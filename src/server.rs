@@ -30,11 +30,11 @@ use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
-use crate::stream;
+use crate::stream::{self, ClientStream};
 use crate::turn::{self, Secret};
 
-/// A client connection as this server has it: over plain TCP.
-type Conn = conn::Conn<TcpStream>;
+/// A client connection as this server has it: over plain TCP or TLS.
+type Conn = conn::Conn<ClientStream>;
 use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -77,7 +77,7 @@ impl ShutdownHandle {
         (&self.shutdown).write_all(&[1])
     }
 
-    /// Has the loop read `--turn-secret-file` again (as SIGHUP does).
+    /// Has the loop read its TLS files and `--turn-secret-file` again (as SIGHUP does).
     pub fn reload(&self) -> io::Result<()> {
         (&self.reload).write_all(&[1])
     }
@@ -90,6 +90,21 @@ impl ShutdownHandle {
     /// The socket to register with `signal_hook::low_level::pipe` for SIGHUP.
     pub fn reload_pipe(&self) -> io::Result<StdUnixStream> {
         self.reload.try_clone()
+    }
+}
+
+/// Asks a running server to read its TLS files and TURN secret file again (SIGHUP).
+#[derive(Debug)]
+pub struct ReloadHandle(StdUnixStream);
+
+impl ReloadHandle {
+    pub fn reload(&self) -> io::Result<()> {
+        (&self.0).write_all(&[1])
+    }
+
+    /// The socket to register with `signal_hook::low_level::pipe` for SIGHUP.
+    pub fn signal_pipe(&self) -> io::Result<StdUnixStream> {
+        self.0.try_clone()
     }
 }
 
@@ -144,11 +159,28 @@ pub struct Server {
     outbound_bound_hit: bool,
     /// Connections that were still open when the shutdown's grace period ran out.
     dropped_at_shutdown: usize,
+    /// The TLS settings new connections get, when the port speaks TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
+        #[cfg(feature = "tls")]
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::load(cert, key).map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))?,
+            ),
+            _ => None,
+        };
+        #[allow(unused_mut)]
+        let mut metrics = Metrics::default();
+        #[cfg(feature = "tls")]
+        if let Some(settings) = &tls {
+            // Zero when it could not be read: an alert on "expires soon" fires.
+            metrics.tls_certificate_expiry = Some(settings.expires.unwrap_or(0));
+        }
         let poll = Poll::new()?;
         let mut listener =
             TcpListener::from_std(crate::listen::open(config.bind, config.port, LISTEN_BACKLOG)?);
@@ -182,7 +214,7 @@ impl Server {
             ws_config,
             max_connections,
             started: now,
-            metrics: Metrics::default(),
+            metrics,
             conns: Slab::new(),
             effects: VecDeque::new(),
             inbox: Inbox::default(),
@@ -203,6 +235,8 @@ impl Server {
             outbound_bound_hit: false,
             queue_limits,
             dropped_at_shutdown: 0,
+            #[cfg(feature = "tls")]
+            tls: tls.map(|settings| settings.config),
         })
     }
 
@@ -218,6 +252,10 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> io::Result<ShutdownHandle> {
         Ok(ShutdownHandle { shutdown: self.shutdown_tx.try_clone()?, reload: self.reload_tx.try_clone()? })
+    }
+
+    pub fn reload_handle(&self) -> io::Result<ReloadHandle> {
+        Ok(ReloadHandle(self.reload_tx.try_clone()?))
     }
 
     pub fn stats(&self) -> Stats {
@@ -331,7 +369,10 @@ impl Server {
                     match routes::admit(&self.config, &self.admission, &mut self.metrics, peer.ip(), local_ip)
                     {
                         Entry::Admit { charge, reserved } => self.admit(stream, peer, charge, reserved, now),
-                        Entry::Refuse(response) => refuse(stream, &response),
+                        // A TLS client could not read a plain refusal: it is just closed.
+                        Entry::Refuse(response) => {
+                            refuse(stream, if self.speaks_tls() { &[] } else { &response })
+                        }
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
@@ -374,6 +415,13 @@ impl Server {
         now: Instant,
     ) {
         stream::tune_for_signaling(&stream);
+        let stream = match self.client_stream(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!("cannot start TLS with {peer}: {err}");
+                return;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let rate = TokenBucket::new(self.config.rate_burst, now);
@@ -387,20 +435,48 @@ impl Server {
         self.admission.admit(key, charge, reserved);
     }
 
+    /// True when the port speaks TLS (https:// and wss:// only).
+    pub fn speaks_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// The stream a freshly accepted socket becomes: TLS when the port speaks it.
+    fn client_stream(&self, tcp: TcpStream) -> io::Result<ClientStream> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls {
+            return Ok(ClientStream::Tls(Box::new(crate::tls::TlsStream::new(tcp, config.clone())?)));
+        }
+        Ok(ClientStream::Plain(tcp))
+    }
+
+    /// What reading the request head came to.
+    fn on_head(&mut self, key: ConnId, head: HeadRead, now: Instant) {
+        match head {
+            HeadRead::Partial => {}
+            HeadRead::Gone => self.finish(key, CloseReason::Client),
+            HeadRead::Invalid(status) => {
+                debug!("connection {key}: bad request head ({})", status.code());
+                self.metrics.handshake_failures += 1;
+                let body = http::error_response(status, "The request could not be read.");
+                self.reply(key, body, AfterReply::Close, now);
+            }
+            HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
+        }
+    }
+
     fn on_readable(&mut self, key: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.stage() {
-            Stage::ReadingHead => match conn.read_head() {
-                HeadRead::Partial => {}
-                HeadRead::Gone => self.finish(key, CloseReason::Client),
-                HeadRead::Invalid(status) => {
-                    debug!("connection {key}: bad request head ({})", status.code());
-                    self.metrics.handshake_failures += 1;
-                    let body = http::error_response(status, "The request could not be read.");
-                    self.reply(key, body, AfterReply::Close, now);
+            Stage::ReadingHead => {
+                let head = conn.read_head();
+                if conn.stream_mut().take_handshake_completed() {
+                    self.metrics.tls_handshakes += 1;
                 }
-                HeadRead::Complete { request, leftover } => self.answer_request(key, &request, leftover, now),
-            },
+                self.on_head(key, head, now);
+            }
             Stage::Open => self.read_messages(key, now),
             Stage::WritingReply | Stage::Finished => {}
             Stage::Closing => match conn.discard_input() {
@@ -600,14 +676,22 @@ impl Server {
         Effect::Send { to: key, text: reply.to_json(), kind: reply.kind(), relayed_from: None }
     }
 
-    /// SIGHUP: reads `--turn-secret-file` again; on failure the old secret stays.
+    /// SIGHUP (`systemctl reload`): reads what may change on disk again, the TLS
+    /// certificate and key and the TURN secret file. Whatever fails keeps what it had.
     fn reload(&mut self) {
         let mut sink = [0u8; 64];
         while matches!(self.reload_rx.read(&mut sink), Ok(n) if n > 0) {}
-        let Some(path) = &self.config.turn.secret_file else {
-            info!("reload asked for: nothing to read again (no --turn-secret-file)");
-            return;
-        };
+        let tls = self.reload_tls();
+        let turn = self.reload_turn_secret();
+        if !tls && !turn {
+            info!("reload asked for: nothing to read again (no TLS files, no --turn-secret-file)");
+        }
+    }
+
+    /// Reads `--turn-secret-file` again; on failure the old secret stays. False when there
+    /// is no such file.
+    fn reload_turn_secret(&mut self) -> bool {
+        let Some(path) = &self.config.turn.secret_file else { return false };
         match Secret::read(path) {
             Ok(secret) => {
                 let changed = self.config.turn.secret.as_ref() != Some(&secret);
@@ -617,6 +701,7 @@ impl Server {
             }
             Err(why) => error!("TURN secret not reloaded, the old one stays in use: {why}"),
         }
+        true
     }
 
     /// Carries out queued effects, including any that closing a connection adds.
@@ -727,12 +812,18 @@ impl Server {
     /// Drops a connection: releases its addresses now and its slot after this round.
     /// Its queued output counts as gone at once; its memory goes when it leaves the slab.
     fn finish(&mut self, key: ConnId, reason: CloseReason) {
+        let timed_out = reason == CloseReason::HandshakeTimeout;
+        let tls_failure = self.conns.get(key).and_then(|conn| conn.stream().handshake_failure(timed_out));
         let held_output = self.conns.get(key).is_some_and(|conn| conn.pending_output() > 0);
         let Some(Some(counts)) = self.with_output(key, Conn::finish) else { return };
         // What a connection that held much leaves behind goes back to the system soon,
         // not at the next unrelated release.
         self.released_since_trim |= held_output;
         self.metrics.count_close(reason);
+        if let Some(failure) = tls_failure {
+            debug!("connection {key}: TLS handshake failed ({})", failure.as_str());
+            self.metrics.count_tls_failure(failure);
+        }
         self.metrics.bytes_received += counts.read;
         self.metrics.bytes_sent += counts.written;
         if let Some(conn) = self.conns.get(key) {
@@ -879,6 +970,29 @@ impl Server {
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
+    /// Reads the TLS certificate and key again. New handshakes use them; open connections
+    /// keep what they have. Unreadable, invalid or mismatched files leave the old ones
+    /// in place, with an error in the log. False when the server speaks no TLS.
+    fn reload_tls(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+            match crate::tls::load(cert, key) {
+                Ok(settings) => {
+                    self.tls = Some(settings.config);
+                    self.metrics.tls_certificate_expiry = Some(settings.expires.unwrap_or(0));
+                    self.metrics.tls_reloads += 1;
+                    info!("reloaded the TLS certificate {} and key {}", cert.display(), key.display());
+                }
+                Err(why) => {
+                    self.metrics.tls_reload_failures += 1;
+                    log::error!("TLS reload failed, still serving the certificate loaded before: {why}");
+                }
+            }
+            return true;
+        }
+        false
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
         let mut sink = [0u8; 64];
         while matches!(self.shutdown_rx.read(&mut sink), Ok(n) if n > 0) {}
@@ -916,7 +1030,9 @@ fn turn_tag() -> String {
 
 /// Answers a client that may not come in with `response` and closes, without keeping it.
 fn refuse(mut stream: TcpStream, response: &[u8]) {
-    let _ = stream.write(response);
+    if !response.is_empty() {
+        let _ = stream.write(response);
+    }
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the client already sent so that closing does not reset the connection.
     let mut sink = [0u8; 4096];

@@ -9,17 +9,115 @@ use std::net::Shutdown;
 
 use mio::event::Source;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 
 /// A non-blocking byte stream a connection can own: reads and writes end with
 /// WouldBlock when they would wait, and mio reports its readiness.
 pub trait ByteStream: Read + Write + Source {
-    /// Shuts the sending side, so the client sees the end of the stream.
-    fn shutdown_write(&self) -> io::Result<()>;
+    /// Shuts the sending side, so the client sees the end of the stream (after TLS's
+    /// close_notify, over TLS).
+    fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
 impl ByteStream for TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+}
+
+/// A client stream as the server holds it: plain TCP, or TLS over TCP when the port
+/// speaks TLS. One match per call, no dynamic dispatch; the TLS state is boxed so that
+/// a plain server's connections stay small.
+pub enum ClientStream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl ClientStream {
+    /// True once, when a TLS handshake is found complete (never for plain TCP).
+    pub fn take_handshake_completed(&mut self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.take_handshake_completed(),
+        }
+    }
+
+    /// Why the TLS handshake failed, for a connection that ends before it completed.
+    pub fn handshake_failure(&self, timed_out: bool) -> Option<crate::metrics::TlsFailure> {
+        match self {
+            ClientStream::Plain(_) => {
+                let _ = timed_out;
+                None
+            }
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.handshake_failure(timed_out),
+        }
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Source for ClientStream {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.register(registry, token, interests),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.reregister(registry, token, interests),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.deregister(registry),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.deregister(registry),
+        }
+    }
+}
+
+impl ByteStream for ClientStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.shutdown_write(),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.shutdown_write(),
+        }
     }
 }
 

@@ -137,7 +137,7 @@ fn v6(port: u16) -> SocketAddr {
 
 /// The server at `addr` answers `/health`.
 fn assert_answers(addr: SocketAddr) {
-    let body = diva_signal::healthcheck::check(addr, PATIENCE).unwrap_or_else(|why| panic!("{why}"));
+    let body = diva_signal::healthcheck::check(addr, PATIENCE, false).unwrap_or_else(|why| panic!("{why}"));
     assert!(body.contains("\"status\":\"ok\""), "{addr}: {body}");
 }
 
@@ -153,7 +153,7 @@ fn free_port() -> u16 {
 
 fn wait_until_answering(addr: SocketAddr) {
     let start = Instant::now();
-    while diva_signal::healthcheck::check(addr, PATIENCE).is_err() {
+    while diva_signal::healthcheck::check(addr, PATIENCE, false).is_err() {
         assert!(start.elapsed() < PATIENCE, "{addr} never answered");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -1,5 +1,6 @@
 //! End to end in a real browser: Debian's Chromium, headless, loads `/demo` from the real
-//! server binary on loopback, and pages in the same room chat over WebRTC data channels.
+//! server binary on loopback, and pages in the same room chat over WebRTC data channels; one
+//! test does it over `https://` and `wss://` from the server's own TLS.
 //!
 //! The tests are `#[ignore]`d so that plain `cargo test` skips them; `make e2e` installs
 //! Chromium if it is missing and runs them:
@@ -65,7 +66,7 @@ fn two_pages_chat_through_a_turn_relay_only() {
     let turn_url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
     let args = ["--turn-secret", secret, "--turn-url", &turn_url, "--log-level", "debug"];
     // relay=1: iceTransportPolicy "relay", so the pages may use relayed candidates only.
-    let mut e2e = E2e::start_with(&args, "&relay=1");
+    let mut e2e = E2e::start_with(false, &args, "&relay=1");
     let pages = e2e.open_pages(&["relayed", "relayed"]);
     let [a, b] = [&pages[0], &pages[1]];
     e2e.wait_connected(&[(a, b)]);
@@ -116,6 +117,23 @@ fn ten_rooms_of_pairs_at_once() {
     }
 }
 
+/// The same over TLS: the page on `https://`, its WebSocket on `wss://`, from the server's
+/// own TLS (a throwaway self-signed certificate; Chromium ignores certificate errors).
+#[test]
+#[ignore = "needs Chromium; run with `make e2e`"]
+fn two_pages_chat_over_wss() {
+    let mut e2e = E2e::start_with(true, &[], "");
+    assert!(e2e.origin.starts_with("https://"));
+    let pages = e2e.open_pages(&["secure", "secure"]);
+    let [a, b] = [&pages[0], &pages[1]];
+    e2e.wait_connected(&[(a, b)]);
+    assert_eq!(e2e.send(a, "over wss"), 1, "a has one open data channel");
+    assert_eq!(e2e.send(b, "and back"), 1, "b has one open data channel");
+    e2e.wait_delivered(&[(a, b, "over wss"), (b, a, "and back")]);
+    let handshakes = e2e.server.log_lines();
+    assert!(handshakes.iter().any(|line| line.contains("with TLS")), "{handshakes:?}");
+}
+
 /// One demo page in the browser.
 struct Page {
     session: String,
@@ -129,7 +147,7 @@ struct Page {
 struct E2e {
     cdp: Cdp,
     _browser: Browser,
-    _server: ServerProcess,
+    server: ServerProcess,
     origin: String,
     /// Added to every page's query, after `room=`.
     page_query: String,
@@ -140,16 +158,17 @@ struct E2e {
 
 impl E2e {
     fn start() -> E2e {
-        E2e::start_with(&[], "")
+        E2e::start_with(false, &[], "")
     }
 
-    /// A server with these extra arguments; `page_query` is added to every page's URL.
-    fn start_with(server_args: &[&str], page_query: &str) -> E2e {
+    /// A server that speaks TLS when `tls`, with these extra arguments, a browser, and the
+    /// page origin; `page_query` is added to every page's URL.
+    fn start_with(tls: bool, server_args: &[&str], page_query: &str) -> E2e {
         let deadline = Instant::now() + TIME_LIMIT;
-        let server = ServerProcess::start(deadline, server_args);
+        let server = ServerProcess::start(deadline, tls, server_args);
         let mut browser = Browser::start();
         let mut cdp = Cdp::connect(&browser.devtools_url(deadline));
-        let origin = format!("http://{}", server.addr);
+        let origin = format!("{}://{}", if tls { "https" } else { "http" }, server.addr);
         // Without camera or microphone permission a page gathers ICE candidates only on the
         // default route's address, of which a loopback-only host has none. Granting the
         // permission (no getUserMedia needed) lets Chromium use every interface, loopback too.
@@ -158,7 +177,7 @@ impl E2e {
             panic!("Browser.grantPermissions failed: {error}");
         }
         let page_query = page_query.to_owned();
-        E2e { cdp, _browser: browser, _server: server, origin, page_query, deadline, sessions: Vec::new() }
+        E2e { cdp, _browser: browser, server, origin, page_query, deadline, sessions: Vec::new() }
     }
 
     /// Opens `/demo?room=R` for each room, a few pages at a time, and waits until each joined.
@@ -387,6 +406,8 @@ impl Browser {
                 "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows",
                 "--remote-debugging-port=0",
+                // The TLS test's certificate is self-signed, made for the run.
+                "--ignore-certificate-errors",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
@@ -441,11 +462,26 @@ struct ServerProcess {
     child: Child,
     addr: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// The certificate and key of a TLS server, removed on drop.
+    tls_dir: Option<PathBuf>,
 }
 
 impl ServerProcess {
-    fn start(deadline: Instant, args: &[&str]) -> ServerProcess {
+    fn start(deadline: Instant, tls: bool, args: &[&str]) -> ServerProcess {
         let mut command = Command::new(SERVER);
+        let tls_dir = tls.then(|| {
+            let dir = temp_dir("tls");
+            let status = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=localhost", "-days", "1"])
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            assert!(status.is_ok_and(|status| status.success()), "openssl could not make a certificate");
+            command.arg("--tls-cert").arg(dir.join("cert.pem")).arg("--tls-key").arg(dir.join("key.pem"));
+            dir
+        });
         command
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(args)
@@ -465,7 +501,7 @@ impl ServerProcess {
                 }
             });
         }
-        let mut server = ServerProcess { child, addr: String::new(), log };
+        let mut server = ServerProcess { child, addr: String::new(), log, tls_dir };
         server.addr = loop {
             let lines = server.log_lines();
             let found = lines
@@ -495,6 +531,9 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("--- the server's log:\n{}", tail(&self.log_lines().join("\n"), 30));
+        }
+        if let Some(dir) = &self.tls_dir {
+            remove_dir(dir);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The enum tables are complete: `CloseReason::ALL`, `ErrorCode::ALL`, the call names
-//! `metrics::CALLS` and `ReplyKind::NAMES`. Each test holds an exhaustive `match`, so a new
+//! `metrics::CALLS`, `ReplyKind::NAMES` and `TlsFailure::ALL`. Each test holds an exhaustive `match`, so a new
 //! variant stops the build here until it is added to the match, and to the table the test
 //! names. Then the test checks that every variant has its own place in the table, that the
 //! names are unique, and that counting a variant bumps its own counter and no other.
@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use diva_signal::metrics::{CALLS, CloseReason, Metrics};
+use diva_signal::metrics::{CALLS, CloseReason, Metrics, TlsFailure};
 use diva_signal::protocol::{Call, ErrorCode, Reply, ReplyKind, parse_call};
 
 /// Names are unique and none is empty.
@@ -47,6 +47,29 @@ fn close_reasons_are_all_in_the_table() {
         metrics.count_close(reason);
         assert_eq!(metrics.closes.get(place), Some(&1), "{reason:?}");
         assert_eq!(metrics.closes.iter().sum::<u64>(), 1, "{reason:?}");
+    }
+}
+
+#[test]
+fn tls_failures_are_all_in_the_table() {
+    // Add a new reason here, and to TlsFailure::ALL: with the label it has in /metrics.
+    let label = |failure: TlsFailure| match failure {
+        TlsFailure::Timeout => "timeout",
+        TlsFailure::Closed => "closed",
+        TlsFailure::NotTls => "not_tls",
+        TlsFailure::Incompatible => "incompatible",
+        TlsFailure::Alert => "alert",
+        TlsFailure::Error => "error",
+    };
+    let labels: Vec<&str> = TlsFailure::ALL.iter().map(|&failure| label(failure)).collect();
+    assert_unique("TlsFailure", &labels);
+    for (place, failure) in TlsFailure::ALL.into_iter().enumerate() {
+        assert_eq!(failure as usize, place, "{failure:?}");
+        assert_eq!(failure.as_str(), label(failure));
+        let mut metrics = Metrics::default();
+        metrics.count_tls_failure(failure);
+        assert_eq!(metrics.tls_handshake_failures.get(place), Some(&1), "{failure:?}");
+        assert_eq!(metrics.tls_handshake_failures.iter().sum::<u64>(), 1, "{failure:?}");
     }
 }
 

@@ -10,7 +10,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
@@ -19,6 +18,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use crate::hist::Hist;
 use crate::sys::{self, ProcStats, Timer, mono_ns};
+use crate::tls::Stream;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Proto {
@@ -56,6 +56,8 @@ pub struct Cfg {
     pub server_pid: Option<u32>,
     /// Never sleep in the poll (relay phase): no wake-up latency on the generator's side.
     pub spin: bool,
+    /// Speak wss:// (`--tls on`).
+    pub tls: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,7 +76,7 @@ const SRC_DIGITS: usize = 8;
 const STAMP_LEN: usize = 1 + TS_DIGITS + 1 + SEQ_DIGITS + 1 + SRC_DIGITS + 1;
 
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     state: State,
     room: u32,
     /// Bytes received but not yet a whole frame.
@@ -135,6 +137,8 @@ pub struct Counters {
 
 pub struct Engine {
     cfg: Cfg,
+    /// `--tls on`: the client settings every connection shares.
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
     poll: Poll,
     timer: Timer,
     conns: Vec<Conn>,
@@ -205,6 +209,7 @@ impl Engine {
         let rooms = cfg.connections.div_ceil(cfg.room_size);
         let host = cfg.target.to_string();
         Ok(Engine {
+            tls_config: cfg.tls.then(crate::tls::client_config),
             poll,
             timer,
             conns: Vec::with_capacity(cfg.connections),
@@ -459,7 +464,9 @@ impl Engine {
                 t_open: mono_ns(),
                 addr: String::new(),
             };
-            match sys::connect_from(src, self.cfg.target) {
+            let stream = sys::connect_from(src, self.cfg.target)
+                .and_then(|tcp| Stream::new(tcp, self.tls_config.as_ref()));
+            match stream {
                 Ok(mut stream) => {
                     match self.poll.registry().register(
                         &mut stream,
@@ -994,6 +1001,17 @@ impl Engine {
                     self.note_error(format!("write: {e}"));
                     return self.close(i);
                 }
+            }
+        }
+        // TLS: ciphertext the socket did not take goes on the next writable edge.
+        match stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                self.c.reset += 1;
+                self.note_error(format!("write: {e}"));
+                return self.close(i);
             }
         }
         c.out.clear();

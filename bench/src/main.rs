@@ -13,6 +13,7 @@ mod jitter;
 mod merge;
 mod sys;
 mod table;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -66,6 +67,7 @@ Options (relay, idle, storm):
   --concurrency C        connections being set up at once              [256]
   --source-addrs X       bind client sockets to 127.0.0.1 .. 127.0.0.X in turn [16]
   --ident self|server    diva: bring own idents, or ask the server (`[\"ident\"]`) [self]
+  --tls on|off           speak wss:// (TLS, certificate not verified: loopback only) [off]
   --spin on|off          relay: poll without sleeping, so the generator adds no wake-up
                          latency (it then uses all of its core)          [off]
   --server-pid PID       read the server's CPU time and memory from /proc/PID
@@ -152,6 +154,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "json",
         "binary",
         "spin",
+        "tls",
         "listen",
         "flooders",
         "frames",
@@ -304,6 +307,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         },
         server_pid,
         spin: on("spin"),
+        tls: on("tls"),
     };
     let limit = sys::raise_nofile();
     if connections as u64 + 16 > limit {
@@ -359,6 +363,7 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
     put("join_timed_out", json!(out.join_timed_out));
     put("window_s", json!(round(out.window_s, 3)));
     put("spin", json!(cfg.spin));
+    put("tls", json!(cfg.tls));
     let us = |ns: u64| round(ns as f64 / 1000.0, 1);
     let j = &eng.join_hist;
     put("join_lat_p50_us", json!(us(j.quantile(0.5))));

@@ -276,6 +276,14 @@ const ROWS: &[Row] = &[
     row("idle-19k", "server RSS, 19k joined", "server_rss_after_kb", "KiB", Lower, Target::None, ""),
     row("idle-19k", "server peak RSS (VmHWM)", "server_hwm_after_kb", "KiB", Lower, Target::None, ""),
     row("idle-19k", "errors", "errors_total", "", Lower, Target::None, ""),
+    row("tls-closed-1k-w1", "delivered", "msgs_per_s", "msg/s", Higher, Target::None, ""),
+    row("tls-closed-1k-w1", "server CPU per message", "server_cpu_us_per_msg", "us", Lower, Target::None, ""),
+    row("tls-closed-1k-w1", "latency p99", "lat_p99_us", "us", Lower, Target::None, ""),
+    row("tls-closed-1k-w1", "errors", "errors_total", "", Lower, Target::None, ""),
+    row("tls-idle-10k", "join rate", "join_rate", "conn/s", Higher, Target::None, ""),
+    row("tls-idle-10k", "server CPU per join", "server_cpu_us_per_join", "us", Lower, Target::None, ""),
+    row("tls-idle-10k", "RSS per idle connection", "rss_per_conn_bytes", "bytes", Lower, Target::None, ""),
+    row("tls-idle-10k", "errors", "errors_total", "", Lower, Target::None, ""),
 ];
 
 fn load(dir: &Path, server: &str, scenario: &str) -> Option<Value> {
