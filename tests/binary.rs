@@ -3,31 +3,16 @@
 
 pub mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::ErrorKind;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::{SERVER_BIN, Spawned};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_diva-signal");
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A spawned server and the address it logged; killed on drop if still running.
-struct Spawned {
-    child: Child,
-    addr: String,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn spawn(args: &[&str]) -> Spawned {
     spawn_with_fd_limit(args, None)
@@ -35,35 +20,11 @@ fn spawn(args: &[&str]) -> Spawned {
 
 /// Spawns the server, optionally with a hard open-file limit (to run it out of descriptors).
 fn spawn_with_fd_limit(args: &[&str], fd_limit: Option<u64>) -> Spawned {
-    let mut command = Command::new(BIN);
+    let mut command = common::server_command(args);
     if let Some(limit) = fd_limit {
         common::set_fd_limit_in_child(&mut command, limit);
     }
-    let mut child = command
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env_remove("PORT")
-        .env_remove("BIND_IP")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = lines.recv_timeout(PATIENCE).expect("server logs its address");
-        if let Some((_, rest)) = line.split_once("listening on ") {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    Spawned { child, addr, log: lines }
+    common::spawn_server(command)
 }
 
 /// A WebSocket client on `addr`, the handshake redone when a read is interrupted.
@@ -238,7 +199,7 @@ fn bad_configuration_exits_with_2_and_one_clear_line() {
         (&[][..], Some(("LOG_LEVEL", "chatty"))),
         (&[][..], Some(("BIND_IP", "not-an-ip"))),
     ] {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(SERVER_BIN);
         command.args(args).env_remove("PORT").env_remove("BIND_IP").env_remove("LOG_LEVEL");
         if let Some((name, value)) = env {
             command.env(name, value);
@@ -253,13 +214,13 @@ fn bad_configuration_exits_with_2_and_one_clear_line() {
 
 #[test]
 fn help_and_version() {
-    let help = Command::new(BIN).arg("--help").output().expect("run");
+    let help = Command::new(SERVER_BIN).arg("--help").output().expect("run");
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in ["--port", "--bind", "--log-level", "PORT", "BIND_IP", "LOG_LEVEL"] {
         assert!(text.contains(flag), "help lacks {flag}");
     }
-    let version = Command::new(BIN).arg("--version").output().expect("run");
+    let version = Command::new(SERVER_BIN).arg("--version").output().expect("run");
     assert!(version.status.success());
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
@@ -271,7 +232,7 @@ fn help_and_version() {
 fn port_in_use_is_a_clear_failure() {
     let server = spawn(&[]);
     let port = server.addr.rsplit(':').next().expect("port");
-    let output = Command::new(BIN)
+    let output = Command::new(SERVER_BIN)
         .args(["--bind", "127.0.0.1", "--port", port])
         .env_remove("PORT")
         .output()
@@ -286,7 +247,7 @@ fn healthcheck_exits_0_for_a_live_server_and_1_for_a_dead_one() {
     let mut server = spawn(&[]);
     let port = server.addr.rsplit(':').next().expect("port").to_owned();
     let check = |port: &str| {
-        Command::new(BIN)
+        Command::new(SERVER_BIN)
             .args(["--healthcheck", "--bind", "127.0.0.1", "--port", port])
             .env_remove("PORT")
             .env_remove("BIND_IP")
@@ -309,7 +270,7 @@ fn healthcheck_uses_port_from_environment_like_the_server() {
     let server = spawn(&[]);
     let port = server.addr.rsplit(':').next().expect("port");
     // PORT set, and an unspecified BIND_IP (0.0.0.0) means "ask loopback".
-    let output = Command::new(BIN)
+    let output = Command::new(SERVER_BIN)
         .arg("--healthcheck")
         .env("PORT", port)
         .env("BIND_IP", "0.0.0.0")

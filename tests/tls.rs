@@ -420,56 +420,22 @@ fn served_subject(addr: SocketAddr) -> String {
 
 /// The binary with TLS from `pki`'s files, and the address it logged; its log lines go on.
 struct Spawned {
-    child: std::process::Child,
+    process: common::Spawned,
     addr: SocketAddr,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Spawned {
     fn start(pki: &Pki) -> Spawned {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diva-signal"))
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--tls-cert",
-                path(&pki.cert),
-                "--tls-key",
-                path(&pki.key),
-            ])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                if tx.send(line.unwrap_or_default()).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = log.recv_timeout(PATIENCE).expect("server logs its address");
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                assert!(rest.contains("with TLS"), "{line}");
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        Spawned { child, addr, log }
+        let args = ["--tls-cert", path(&pki.cert), "--tls-key", path(&pki.key)];
+        let process = common::spawn_server(common::server_command(&args));
+        assert!(process.start_line.contains("with TLS"), "{}", process.start_line);
+        let addr = process.addr.parse().unwrap();
+        Spawned { process, addr }
     }
 
     fn hang_up(&self) {
-        let status = std::process::Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
+        let status =
+            std::process::Command::new("kill").args(["-HUP", &self.process.child.id().to_string()]).status();
         assert!(status.is_ok_and(|s| s.success()));
     }
 
@@ -478,7 +444,8 @@ impl Spawned {
         let start = Instant::now();
         loop {
             let left = PATIENCE.saturating_sub(start.elapsed());
-            let line = self.log.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            let line =
+                self.process.log.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {text:?}"));
             if line.contains(text) {
                 return line;
             }
@@ -559,7 +526,7 @@ fn memory_per_idle_tls_connection() {
     let pki = Pki::generate();
     let server = Spawned::start(&pki);
     let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.process.child.id())).unwrap();
         let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap().to_owned();
         line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     };
@@ -601,7 +568,8 @@ fn shutdown_closes_tls_clients_with_1001() {
     let mut ws = pki.ws(server.addr);
     send(&mut ws, &json!(["ident"]));
     assert_eq!(recv(&mut ws)[0], "ident");
-    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    let status =
+        std::process::Command::new("kill").args(["-TERM", &server.process.child.id().to_string()]).status();
     assert!(status.is_ok_and(|s| s.success()));
     let frame = loop {
         match ws.read() {
@@ -615,7 +583,7 @@ fn shutdown_closes_tls_clients_with_1001() {
     let _ = ws.flush();
     drop(ws);
     let start = Instant::now();
-    let exit = server.child.wait().unwrap();
+    let exit = server.process.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
     assert!(start.elapsed() < Duration::from_secs(1), "exited after {:?}", start.elapsed());
 }

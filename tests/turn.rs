@@ -6,18 +6,16 @@
 
 pub mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Coturn, TestServer, error_code};
+use common::{SERVER_BIN, Spawned};
 use diva_signal::turn::{Secret, TurnConfig, credential};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_diva-signal");
 const PATIENCE: Duration = Duration::from_secs(10);
 const SECRET: &str = "k9-Very-Secret-Turn-Key";
 
@@ -155,45 +153,10 @@ fn the_page_needs_the_token_and_an_allowed_origin() {
     assert!(metrics.contains("diva_signal_turn_credentials_total 2\n"), "{metrics}");
 }
 
-/// A spawned diva-signal; killed on drop if still running.
-struct Spawned {
-    child: Child,
-    addr: String,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Spawned {
-    let mut child = Command::new(BIN)
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = log.recv_timeout(PATIENCE).expect("server logs its address");
-        if let Some((_, rest)) = line.split_once("listening on ") {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    Spawned { child, addr, log }
+    let mut command = common::server_command(args);
+    command.envs(env.iter().copied());
+    common::spawn_server(command)
 }
 
 /// Waits for a log line containing `needle`; every line read goes into `seen`.
@@ -308,7 +271,7 @@ fn bad_turn_settings_refuse_to_start_with_status_2() {
         (&[][..], &[("TURN_URLS", "turn:a,stun:b"), ("TURN_SECRET", SECRET)][..], "TURN_URLS"),
         (&["--turn-secret", "  "][..], &[][..], "the TURN secret is empty"),
     ] {
-        let output = Command::new(BIN).args(args).envs(env.iter().copied()).output().expect("run");
+        let output = Command::new(SERVER_BIN).args(args).envs(env.iter().copied()).output().expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
         assert!(stderr.starts_with("diva-signal: ") && stderr.contains(expected), "{args:?}: {stderr}");

@@ -10,6 +10,7 @@
 
 mod client;
 mod coturn;
+mod process;
 mod raw;
 mod server;
 mod sockets;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 pub use client::{Client, Reader, ws_handshake};
 pub use coturn::Coturn;
+pub use process::{SERVER_BIN, Spawned, server_command, spawn_server};
 pub use raw::{
     BINARY, CLOSE, CONTINUE, Frame, FrameHeader, MASK, OpCode, PING, PONG, RawClient, TEXT, client_frame,
     fragment, frame, header, header_bytes, text_frame,
