@@ -122,18 +122,20 @@ clean:
 # fuzz/seeds/TARGET are read as a second corpus. A crash stops make and leaves the input
 # in fuzz/artifacts/TARGET/. Nightly is used when rustup has it; otherwise the stable
 # toolchain is told to allow the nightly-only sanitizer flags (RUSTC_BOOTSTRAP=1).
-FUZZ_TARGETS       := parse_call http_head rooms_ops frame_boundaries
+FUZZ_TARGETS       := parse_call http_head rooms_ops frame_boundaries resp_decode
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_CARGO          = $(shell $(CARGO) +nightly --version >/dev/null 2>&1 && echo "$(CARGO) +nightly" || echo "RUSTC_BOOTSTRAP=1 $(CARGO)")
 # --debug-assertions: overflow checks and debug_assert! on, as in tests.
 FUZZ_BUILD_FLAGS   ?= --debug-assertions
 # Longest input per target: a message of a few KiB (an SDP offer is ~4 KiB); a request
-# head up to past MAX_HEAD_LEN (8 KiB) plus the piece-size prefix; an operation list.
+# head up to past MAX_HEAD_LEN (8 KiB) plus the piece-size prefix; an operation list;
+# a few Redis replies.
 FUZZ_MAX_LEN_parse_call := 8192
 FUZZ_MAX_LEN_http_head  := 8400
 FUZZ_MAX_LEN_rooms_ops  := 4096
 FUZZ_MAX_LEN_frame_boundaries := 4096
+FUZZ_MAX_LEN_resp_decode := 4096
 
 fuzz-tools:
 	@$(FUZZ_CARGO) fuzz --help >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
@@ -151,6 +153,7 @@ define run-fuzzers
 	    parse_call) max_len=$(FUZZ_MAX_LEN_parse_call) ;; \
 	    http_head) max_len=$(FUZZ_MAX_LEN_http_head) ;; \
 	    frame_boundaries) max_len=$(FUZZ_MAX_LEN_frame_boundaries) ;; \
+	    resp_decode) max_len=$(FUZZ_MAX_LEN_resp_decode) ;; \
 	    *) max_len=$(FUZZ_MAX_LEN_rooms_ops) ;; \
 	  esac; \
 	  log=fuzz/target/fuzz-$$target.log; \
