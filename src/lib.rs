@@ -22,6 +22,7 @@ pub mod memory_stream;
 pub mod metrics;
 pub mod protocol;
 pub mod rate;
+pub mod redis;
 pub mod resp;
 pub mod rooms;
 pub mod routes;

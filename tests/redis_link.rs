@@ -1,0 +1,378 @@
+//! `redis::RedisLink` against a real redis-server (Debian's, started here on a loopback
+//! port; each test says so and passes when it is not installed): the handshake, pipelined
+//! replies in order, push messages in socket order with replies, AUTH, SELECT, Redis
+//! killed and restarted, Redis paused past the reply timeout, and backoff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a panic fails the test
+
+pub mod common;
+
+use std::time::{Duration, Instant};
+
+use common::RedisServer;
+use diva_signal::redis::{LinkConfig, LinkEvent, RedisLink, RedisUrl, SendRefused};
+use diva_signal::resp::Value;
+use mio::{Events, Poll, Token};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const LINK: Token = Token(7);
+
+/// A mio loop with one link in it, as the server drives one.
+struct Driver {
+    poll: Poll,
+    events: Events,
+    link: RedisLink,
+    /// Everything the link reported, in order.
+    seen: Vec<LinkEvent>,
+}
+
+impl Driver {
+    fn new(url: &str, config: LinkConfig) -> Driver {
+        let url = RedisUrl::parse(url).unwrap();
+        Driver {
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(64),
+            link: RedisLink::new(&url, LINK, config).unwrap(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// One loop round: timers, flush, poll (at most until the link's deadline), events.
+    fn round(&mut self) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.link.on_timer(self.poll.registry(), now, &mut out);
+        self.link.flush(self.poll.registry(), now);
+        let wait = self
+            .link
+            .next_deadline()
+            .map_or(Duration::from_millis(20), |at| at.saturating_duration_since(now));
+        self.poll.poll(&mut self.events, Some(wait.min(Duration::from_millis(20)))).unwrap();
+        let now = Instant::now();
+        for event in self.events.iter() {
+            assert_eq!(event.token(), LINK);
+            self.link.on_event(self.poll.registry(), event, now, &mut out);
+        }
+        self.seen.extend(out);
+    }
+
+    /// Runs rounds until `done` holds for what was seen since the call, and returns that.
+    fn until(&mut self, what: &str, done: impl Fn(&[LinkEvent]) -> bool) -> Vec<LinkEvent> {
+        let start = self.seen.len();
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.seen[start..]) {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; saw {:?}; stats {:?}",
+                &self.seen[start..],
+                self.link.stats()
+            );
+            self.round();
+        }
+        self.seen[start..].to_vec()
+    }
+
+    /// Runs rounds for `time` and returns what was seen.
+    fn run_for(&mut self, time: Duration) -> Vec<LinkEvent> {
+        let start = self.seen.len();
+        let deadline = Instant::now() + time;
+        while Instant::now() < deadline {
+            self.round();
+        }
+        self.seen[start..].to_vec()
+    }
+
+    fn up(&mut self) {
+        self.until("Up", |seen| seen.contains(&LinkEvent::Up));
+    }
+
+    fn send(&mut self, args: &[&str]) {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.link.send(&args, Instant::now()).unwrap();
+    }
+
+    /// Sends one command and waits for its reply.
+    fn call(&mut self, args: &[&str]) -> Value {
+        self.send(args);
+        let seen = self.until("a reply", |seen| replies(seen) == 1);
+        seen.into_iter().find_map(|e| if let LinkEvent::Reply(v) = e { Some(v) } else { None }).unwrap()
+    }
+}
+
+fn config() -> LinkConfig {
+    LinkConfig {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..LinkConfig::new("diva-test")
+    }
+}
+
+fn replies(seen: &[LinkEvent]) -> usize {
+    seen.iter().filter(|e| matches!(e, LinkEvent::Reply(_))).count()
+}
+
+fn bulk(s: &str) -> Value {
+    Value::Bulk(s.as_bytes().to_vec())
+}
+
+fn message(channel: &str, payload: &str) -> LinkEvent {
+    LinkEvent::Push(Value::Push(vec![bulk("message"), bulk(channel), bulk(payload)]))
+}
+
+#[test]
+fn comes_up_and_answers_pipelined_commands_in_order() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut driver = Driver::new(&redis.url(), config());
+    assert!(!driver.link.is_up());
+    assert_eq!(driver.link.send(&[b"PING"], Instant::now()), Err(SendRefused::Down));
+    driver.up();
+    assert!(driver.link.stats().server_version.is_some());
+    assert!(redis.cli(&["CLIENT", "LIST"]).contains("name=diva-test"), "CLIENT SETNAME was sent");
+
+    // 200 commands in one flush: their replies in the order sent.
+    for _ in 0..100 {
+        driver.send(&["INCR", "counter"]);
+        driver.send(&["GET", "counter"]);
+    }
+    assert_eq!(driver.link.owed_replies(), 200);
+    let seen = driver.until("200 replies", |seen| replies(seen) == 200);
+    let expected: Vec<LinkEvent> = (1..=100)
+        .flat_map(|n| [LinkEvent::Reply(Value::Integer(n)), LinkEvent::Reply(bulk(&n.to_string()))])
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(driver.link.owed_replies(), 0);
+    assert!(driver.link.stats().smoothed_rtt.is_some() && driver.link.stats().last_rtt.is_some());
+    assert!(driver.link.stats().up_since.is_some());
+    // RESP3 types come through as such.
+    assert!(matches!(driver.call(&["HELLO"]), Value::Map(_)));
+    assert!(matches!(driver.call(&["NOSUCHCOMMAND"]), Value::Error(e) if e.starts_with("ERR")));
+    assert_eq!(driver.call(&["GET", "missing"]), Value::Nil);
+}
+
+#[test]
+fn pushes_and_replies_arrive_in_socket_order() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut setup = config();
+    setup.setup = vec![
+        vec![b"SUBSCRIBE".to_vec(), b"ch1".to_vec(), b"ch2".to_vec()],
+        vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()],
+    ];
+    let mut subscriber = Driver::new(&redis.url(), setup);
+    let seen = subscriber.until("Up", |seen| seen.contains(&LinkEvent::Up));
+    // The subscription's confirmations and the setup's reply are the link's own.
+    assert_eq!(seen, [LinkEvent::Up]);
+    assert_eq!(redis.cli(&["GET", "k"]), "v");
+    assert_eq!(redis.cli(&["PUBSUB", "NUMSUB", "ch1", "ch2"]), "ch1\n1\nch2\n1");
+
+    // One connection subscribes and runs commands: a message its own PUBLISH causes comes
+    // before that PUBLISH's reply, as Redis writes them.
+    subscriber.send(&["PUBLISH", "ch1", "one"]);
+    subscriber.send(&["PING"]);
+    subscriber.send(&["PUBLISH", "ch2", "two"]);
+    let seen = subscriber.until("3 replies", |seen| replies(seen) == 3);
+    assert_eq!(
+        seen,
+        [
+            message("ch1", "one"),
+            LinkEvent::Reply(Value::Integer(1)),
+            LinkEvent::Reply(Value::Simple("PONG".into())),
+            message("ch2", "two"),
+            LinkEvent::Reply(Value::Integer(1)),
+        ]
+    );
+
+    // From another link: the subscriber gets them in the order published.
+    let mut publisher = Driver::new(&redis.url(), config());
+    publisher.up();
+    for n in 0..50 {
+        publisher.send(&["PUBLISH", if n % 2 == 0 { "ch1" } else { "ch2" }, &n.to_string()]);
+    }
+    let seen = publisher.until("50 replies", |seen| replies(seen) == 50);
+    assert!(seen.iter().all(|e| *e == LinkEvent::Reply(Value::Integer(1))));
+    let seen = subscriber.until("50 messages", |seen| seen.len() == 50);
+    let expected: Vec<LinkEvent> =
+        (0..50).map(|n| message(if n % 2 == 0 { "ch1" } else { "ch2" }, &n.to_string())).collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn auth_with_the_right_password_and_backoff_with_a_wrong_one() {
+    let Some(redis) = RedisServer::start_with_password("s3cret pw") else { return };
+    let url = redis.url().replace("s3cret pw", "s3cret%20pw");
+    let mut good = Driver::new(&url, config());
+    good.up();
+    assert_eq!(good.call(&["ACL", "WHOAMI"]), bulk("default"));
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port());
+    let mut bad = Driver::new(&wrong, config());
+    let seen = bad.run_for(Duration::from_millis(1500));
+    assert!(seen.is_empty(), "never up, never down: {seen:?}");
+    let stats = bad.link.stats();
+    let why = stats.last_error.clone().unwrap();
+    assert!(why.contains("WRONGPASS") && !why.contains("wrong"), "{why}");
+    // Backing off from 20 ms to 200 ms: a few attempts, not hundreds.
+    assert!((3..=40).contains(&stats.failed_attempts), "{} attempts", stats.failed_attempts);
+
+    // Without a password, HELLO is refused as well.
+    let mut none = Driver::new(&format!("redis://127.0.0.1:{}", redis.port()), config());
+    none.run_for(Duration::from_millis(300));
+    assert!(!none.link.is_up());
+    assert!(none.link.stats().last_error.clone().unwrap().contains("NOAUTH"), "{:?}", none.link.stats());
+}
+
+#[test]
+fn select_picks_the_database() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut driver = Driver::new(&format!("{}/3", redis.url()), config());
+    driver.up();
+    assert_eq!(driver.call(&["SET", "k", "in-3"]), Value::Simple("OK".into()));
+    assert_eq!(redis.cli(&["-n", "3", "GET", "k"]), "in-3");
+    assert_eq!(redis.cli(&["GET", "k"]), "");
+}
+
+#[test]
+fn a_refused_setup_command_keeps_the_link_down() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut setup = config();
+    setup.setup = vec![vec![b"FUNCTION".to_vec(), b"LOAD".to_vec(), b"not a library".to_vec()]];
+    let mut driver = Driver::new(&redis.url(), setup);
+    let seen = driver.run_for(Duration::from_millis(500));
+    assert!(seen.is_empty(), "{seen:?}");
+    let why = driver.link.stats().last_error.clone().unwrap();
+    assert!(why.contains("setup command #1 (FUNCTION) refused"), "{why}");
+}
+
+#[test]
+fn killed_redis_is_down_with_unanswered_count_and_up_again_after_restart() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let mut driver = Driver::new(&redis.url(), config());
+    driver.up();
+    assert_eq!(driver.call(&["SET", "k", "v"]), Value::Simple("OK".into()));
+
+    // Paused, it takes the commands and answers none; killed, it never will.
+    redis.pause();
+    for _ in 0..5 {
+        driver.send(&["PING"]);
+    }
+    driver.run_for(Duration::from_millis(100));
+    assert_eq!(driver.link.owed_replies(), 5);
+    redis.kill();
+    let seen = driver.until("Down", |seen| !seen.is_empty());
+    let [LinkEvent::Down { unanswered, why }] = &seen[..] else { panic!("{seen:?}") };
+    assert_eq!(*unanswered, 5, "{why}");
+    assert!(!driver.link.is_up());
+    assert_eq!(driver.link.owed_replies(), 0);
+    assert_eq!(driver.link.send(&[b"PING"], Instant::now()), Err(SendRefused::Down));
+
+    // Refused while it is gone; back when it is, empty.
+    driver.run_for(Duration::from_millis(300));
+    assert!(driver.link.stats().failed_attempts >= 1);
+    redis.restart();
+    driver.up();
+    assert_eq!(driver.link.stats().reconnects, 1);
+    assert_eq!(driver.call(&["GET", "k"]), Value::Nil);
+}
+
+#[test]
+fn paused_redis_times_out_and_the_link_comes_back() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut driver =
+        Driver::new(&redis.url(), LinkConfig { reply_timeout: Duration::from_millis(300), ..config() });
+    driver.up();
+    redis.pause();
+    let sent = Instant::now();
+    driver.send(&["PING"]);
+    driver.send(&["PING"]);
+    let seen = driver.until("Down", |seen| !seen.is_empty());
+    let waited = sent.elapsed();
+    let [LinkEvent::Down { unanswered: 2, why }] = &seen[..] else { panic!("{seen:?}") };
+    assert!(why.contains("no reply"), "{why}");
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{waited:?}");
+
+    // Attempts while paused connect (the kernel accepts) but are not answered: they time out.
+    driver.run_for(Duration::from_millis(800));
+    assert!(!driver.link.is_up());
+    assert!(
+        driver.link.stats().last_error.clone().unwrap().contains("handshake"),
+        "{:?}",
+        driver.link.stats()
+    );
+    redis.resume();
+    driver.up();
+    assert_eq!(driver.call(&["PING"]), Value::Simple("PONG".into()));
+}
+
+#[test]
+fn queued_output_is_bounded() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut driver = Driver::new(&redis.url(), LinkConfig { max_queued_bytes: 1000, ..config() });
+    driver.up();
+    let mut sent = 0;
+    while driver.link.send(&[b"SET", b"key", &[b'x'; 100]], Instant::now()).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(driver.link.send(&[b"SET", b"key", &[b'x'; 100]], Instant::now()), Err(SendRefused::Full));
+    let each = diva_signal::resp::encoded_len(&[b"SET", b"key", &[b'x'; 100]]);
+    assert!(driver.link.queued_bytes() <= 1000 && sent == 1000 / each, "{sent} commands of {each} bytes");
+    driver.until("the replies", |seen| replies(seen) == sent);
+    assert_eq!(driver.link.queued_bytes(), 0);
+}
+
+#[test]
+fn nothing_listening_is_retried_with_backoff() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut driver = Driver::new(&format!("redis://127.0.0.1:{port}"), config());
+    let seen = driver.run_for(Duration::from_millis(1000));
+    assert!(seen.is_empty());
+    let stats = driver.link.stats();
+    assert!((3..=30).contains(&stats.failed_attempts), "{stats:?}");
+    assert!(stats.last_error.clone().unwrap().contains("refused"), "{stats:?}");
+}
+
+#[test]
+fn subscribing_later_is_confirmed_by_a_push_not_a_reply() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut driver = Driver::new(&redis.url(), config());
+    driver.up();
+    driver.send(&["SUBSCRIBE", "later"]);
+    assert_eq!(driver.link.owed_replies(), 0);
+    driver.send(&["PUBLISH", "later", "hi"]);
+    let seen = driver.until("the reply", |seen| replies(seen) == 1);
+    assert_eq!(
+        seen,
+        [
+            LinkEvent::Push(Value::Push(vec![bulk("subscribe"), bulk("later"), Value::Integer(1)])),
+            message("later", "hi"),
+            LinkEvent::Reply(Value::Integer(1)),
+        ]
+    );
+}
+
+#[test]
+fn big_values_and_long_bursts() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut setup = config();
+    setup.setup = vec![vec![b"SUBSCRIBE".to_vec(), b"burst".to_vec()]];
+    let mut subscriber = Driver::new(&redis.url(), setup);
+    subscriber.up();
+    let mut publisher = Driver::new(&redis.url(), config());
+    publisher.up();
+
+    // 5 MiB in one bulk, both ways.
+    let big = "x".repeat(5 << 20);
+    assert_eq!(publisher.call(&["SET", "big", &big]), Value::Simple("OK".into()));
+    assert_eq!(publisher.call(&["GET", "big"]), bulk(&big));
+
+    // 3 MiB of messages, more than one read turn's worth at once.
+    let payload = "y".repeat(1000);
+    for n in 0..3000 {
+        publisher.send(&["PUBLISH", "burst", &format!("{n}:{payload}")]);
+        if n % 500 == 499 {
+            publisher.until("replies", |seen| replies(seen) == 500);
+        }
+    }
+    let seen = subscriber.until("3000 messages", |seen| seen.len() == 3000);
+    for (n, event) in seen.iter().enumerate() {
+        assert_eq!(*event, message("burst", &format!("{n}:{payload}")));
+    }
+    assert!(subscriber.link.stats().pushes >= 3000);
+}
