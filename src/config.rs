@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::logging::LogLevel;
+use crate::redis::RedisUrl;
 use crate::rooms::RoomLimits;
 use crate::turn::{self, Secret, TurnConfig};
 
@@ -65,6 +66,10 @@ pub struct Config {
     /// The certificate chain (PEM) and its private key: with both, the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Cluster: the Redis that the nodes share rooms through; `None`: a single node.
+    pub redis_url: Option<RedisUrl>,
+    /// Cluster: a node that has not renewed its lease for this long is dead.
+    pub node_timeout: Duration,
     /// Things in the configuration the operator should hear about, logged at start.
     pub warnings: Vec<String>,
 }
@@ -147,6 +152,8 @@ impl Default for Config {
             turn: TurnConfig::default(),
             tls_cert: None,
             tls_key: None,
+            redis_url: None,
+            node_timeout: Duration::from_secs(10),
             warnings: Vec::new(),
         }
     }
@@ -478,6 +485,22 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         switch: false,
+        flag: "--redis-url",
+        env: "REDIS_URL",
+        default: "none",
+        help: "cluster: share rooms with other nodes through this Redis (redis://[[user]:password@]host[:port][/db])",
+        apply: |c, v| redis_url_into(&mut c.redis_url, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--node-timeout",
+        env: "NODE_TIMEOUT",
+        default: "10",
+        help: "cluster: seconds after which a node that stopped renewing its lease is dead",
+        apply: |c, v| seconds_into(&mut c.node_timeout, v),
+    },
+    Setting {
+        switch: false,
         flag: "--tls-cert",
         env: "TLS_CERT",
         default: "none",
@@ -495,6 +518,12 @@ const SETTINGS: &[Setting] = &[
 ];
 
 /// An empty value (`TLS_CERT=`) leaves the path unset.
+fn redis_url_into(slot: &mut Option<RedisUrl>, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    *slot = if value.is_empty() || value == "none" { None } else { Some(RedisUrl::parse(value)?) };
+    Ok(())
+}
+
 fn path_into(slot: &mut Option<PathBuf>, value: &str) -> Result<(), String> {
     *slot = Some(value.trim()).filter(|v| !v.is_empty()).map(PathBuf::from);
     Ok(())

@@ -322,6 +322,16 @@ pub fn health_response(request: &Request, stats: Stats, uptime: Duration) -> Vec
         stats.rooms,
         stats.addresses
     );
+    let body = match stats.cluster {
+        None => body,
+        Some(cluster) => format!(
+            "{},\"cluster\":{{\"redis\":\"{}\",\"node\":\"{:016x}\",\"live_nodes\":{}}}}}\n",
+            body.trim_end().trim_end_matches('}'),
+            if cluster.redis_up { "up" } else { "down" },
+            cluster.node,
+            cluster.live_nodes
+        ),
+    };
     response(Status::Ok, "application/json", body.as_bytes(), request.method == "HEAD")
 }
 
@@ -390,7 +400,7 @@ mod tests {
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
 
-    const STATS: Stats = Stats { connections: 3, rooms: 2, addresses: 5, queued_output: 0 };
+    const STATS: Stats = Stats { connections: 3, rooms: 2, addresses: 5, queued_output: 0, cluster: None };
 
     fn parse(buf: &[u8]) -> HeadStatus {
         parse_head(buf, &mut 0)

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod backlog;
 pub mod boundary;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod fast_path;

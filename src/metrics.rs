@@ -14,6 +14,24 @@ pub struct Stats {
     pub addresses: usize,
     /// Bytes queued for all clients and not yet taken by their sockets.
     pub queued_output: u64,
+    /// With `--redis-url`: this node in the cluster.
+    pub cluster: Option<ClusterStats>,
+}
+
+/// A cluster node's figures, for /health and /metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterStats {
+    /// This node's id for this run (shown as 16 hex digits).
+    pub node: u64,
+    pub redis_up: bool,
+    /// Nodes whose lease is current, as of the last renewal (0 while Redis is away).
+    pub live_nodes: u64,
+    /// Signals relayed to and from other nodes.
+    pub messages_out: u64,
+    pub messages_in: u64,
+    pub reconnects: u64,
+    /// Smoothed time Redis took to answer, in microseconds.
+    pub round_trip_micros: u64,
 }
 
 /// Why a connection ended.
@@ -371,6 +389,43 @@ impl Metrics {
                 ],
             );
         }
+        if let Some(cluster) = stats.cluster {
+            family(
+                "redis_up",
+                "gauge",
+                "1 while the cluster's Redis connection is up.",
+                &one(u64::from(cluster.redis_up)),
+            );
+            family(
+                "cluster_live_nodes",
+                "gauge",
+                "Cluster nodes with a current lease.",
+                &one(cluster.live_nodes),
+            );
+            family(
+                "cluster_messages_out_total",
+                "counter",
+                "Signals relayed to clients on other nodes.",
+                &one(cluster.messages_out),
+            );
+            family(
+                "cluster_messages_in_total",
+                "counter",
+                "Signals from other nodes for clients here.",
+                &one(cluster.messages_in),
+            );
+            family(
+                "redis_reconnects_total",
+                "counter",
+                "Redis connections made again after one was lost.",
+                &one(cluster.reconnects),
+            );
+            let seconds = cluster.round_trip_micros as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "# HELP diva_signal_redis_round_trip_seconds Smoothed time Redis takes to answer.\n# TYPE diva_signal_redis_round_trip_seconds gauge\ndiva_signal_redis_round_trip_seconds {seconds}"
+            );
+        }
         out
     }
 }
@@ -395,7 +450,7 @@ mod tests {
         metrics.count_tls_failure(TlsFailure::Timeout);
         metrics.tls_certificate_expiry = Some(1_900_000_000);
         let text = metrics.render(
-            Stats { connections: 2, rooms: 1, addresses: 3, queued_output: 0 },
+            Stats { connections: 2, rooms: 1, addresses: 3, queued_output: 0, cluster: None },
             Duration::from_secs(7),
         );
         let mut typed = std::collections::HashMap::new();
@@ -422,8 +477,10 @@ mod tests {
         assert!(text.contains("diva_signal_uptime_seconds 7\n"));
         assert!(text.contains("diva_signal_tls_handshake_failures_total{reason=\"timeout\"} 1\n"));
         assert!(text.contains("diva_signal_tls_certificate_expiry_timestamp_seconds 1900000000\n"));
-        let plain = Metrics::default()
-            .render(Stats { connections: 0, rooms: 0, addresses: 0, queued_output: 0 }, Duration::ZERO);
+        let plain = Metrics::default().render(
+            Stats { connections: 0, rooms: 0, addresses: 0, queued_output: 0, cluster: None },
+            Duration::ZERO,
+        );
         assert!(!plain.contains("tls"), "a plain server shows no TLS figures");
     }
 }

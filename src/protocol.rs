@@ -92,11 +92,13 @@ pub enum ErrorCode {
     RateLimited,
     /// The server could not do it (for example, no randomness available).
     Internal,
+    /// A cluster node without its Redis connection: the call needs the other nodes.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownCall,
@@ -110,6 +112,7 @@ impl ErrorCode {
         ErrorCode::Limit,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::ClusterUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +130,7 @@ impl ErrorCode {
             ErrorCode::Limit => "limit",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::ClusterUnavailable => "cluster-unavailable",
         }
     }
 }

@@ -6,7 +6,9 @@
 //! per recipient. Connections closed during a round leave the slab only after
 //! it, so a key can never be reused while events for its old owner are pending.
 
-use std::collections::VecDeque;
+mod clustering;
+
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -40,6 +42,8 @@ use crate::routes::{self, Entry, Routed, Site};
 const LISTENER: Token = Token(usize::MAX - 1);
 const SHUTDOWN: Token = Token(usize::MAX - 2);
 const RELOAD: Token = Token(usize::MAX - 3);
+/// The cluster's Redis connection.
+const CLUSTER: Token = Token(usize::MAX - 4);
 
 /// Messages read from one connection before others get their turn.
 const READ_BUDGET: usize = 64;
@@ -162,6 +166,12 @@ pub struct Server {
     /// The TLS settings new connections get, when the port speaks TLS.
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// With `--redis-url`: this node's part in the cluster.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Clients whose join waits for the registry, with what they sent meanwhile.
+    waiting: HashMap<ConnId, clustering::Waiting>,
+    /// Reused: what the cluster reported in one call.
+    happenings: Vec<crate::cluster::Happening>,
 }
 
 impl Server {
@@ -200,7 +210,24 @@ impl Server {
         let ws_config = conn::websocket_config(config.max_message_size, config.max_outbound);
         let queue_limits = QueueLimits::new(config.max_outbound as u64);
         let now = Instant::now();
+        let cluster = match &config.redis_url {
+            Some(url) => Some(crate::cluster::Cluster::new(
+                url,
+                config.node_timeout,
+                config.room_limits.max_room_members,
+                CLUSTER,
+            )?),
+            None => None,
+        };
+        let rooms = if cluster.is_some() {
+            Rooms::clustered(config.room_limits)
+        } else {
+            Rooms::new(config.room_limits)
+        };
         Ok(Server {
+            cluster,
+            waiting: HashMap::new(),
+            happenings: Vec::new(),
             poll,
             listener: Some(listener),
             local_addr,
@@ -208,7 +235,7 @@ impl Server {
             shutdown_tx,
             reload_rx,
             reload_tx,
-            rooms: Rooms::new(config.room_limits),
+            rooms,
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             config,
             ws_config,
@@ -264,6 +291,7 @@ impl Server {
             rooms: self.rooms.room_count(),
             addresses: self.rooms.address_count(),
             queued_output: self.outbound_total,
+            cluster: self.cluster.as_ref().map(crate::cluster::Cluster::stats),
         }
     }
 
@@ -292,6 +320,7 @@ impl Server {
                     LISTENER => self.accept_all(now),
                     SHUTDOWN => self.begin_shutdown(now),
                     RELOAD => self.reload(),
+                    CLUSTER => self.on_cluster_event(event, now),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_readiness(event.is_read_closed() || event.is_error());
@@ -320,7 +349,9 @@ impl Server {
             if now >= self.next_sweep {
                 self.sweep(now);
             }
+            self.cluster_timers(now);
             self.flush_queued(now);
+            self.flush_cluster(now);
             self.remove_finished();
             if self.released_since_trim && now >= self.next_trim {
                 self.released_since_trim = false;
@@ -346,6 +377,9 @@ impl Server {
             wake = wake.min(until);
         }
         if let Some(deadline) = self.shutdown_deadline {
+            wake = wake.min(deadline);
+        }
+        if let Some(deadline) = self.cluster.as_ref().and_then(crate::cluster::Cluster::next_deadline) {
             wake = wake.min(deadline);
         }
         wake.saturating_duration_since(now)
@@ -477,6 +511,8 @@ impl Server {
                 }
                 self.on_head(key, head, now);
             }
+            // A client whose join waits for the registry is read again when it is answered.
+            Stage::Open if self.waiting.contains_key(&key) => {}
             Stage::Open => self.read_messages(key, now),
             Stage::WritingReply | Stage::Finished => {}
             Stage::Closing => match conn.discard_input() {
@@ -587,7 +623,11 @@ impl Server {
             if let Some(message) = inbox.get(index)
                 && self.conns.get(key).is_some_and(Conn::is_open)
             {
-                self.handle_message(key, message, now);
+                if self.is_waiting(key) {
+                    self.hold(key, message);
+                } else {
+                    self.handle_message(key, message, now);
+                }
             }
         }
         inbox.clear();
@@ -744,6 +784,14 @@ impl Server {
                         self.queue_flush(holder);
                     }
                 }
+                Effect::Claim { conn, address } => self.claim(conn, &address),
+                Effect::Unclaim { address } => {
+                    let now = self.round_time;
+                    if let Some(cluster) = self.cluster.as_mut() {
+                        cluster.unclaim(&address, now);
+                    }
+                }
+                Effect::Forward { node, to, text, from } => self.forward(&node, &to, &text, from),
             }
         }
     }
@@ -830,6 +878,7 @@ impl Server {
             debug!("connection {key} from {} closed ({})", conn.peer(), reason.as_str());
         }
         self.to_remove.push(key);
+        self.forget_waiting(key);
         self.release_addresses(key);
     }
 
@@ -1004,8 +1053,10 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        // Everyone is leaving: no one needs to hear about the others.
+        // Everyone is leaving: no one needs to hear about the others (here; the other
+        // nodes of a cluster are told at once).
         self.rooms = Rooms::new(self.config.room_limits);
+        self.leave_cluster(now);
         let keys: Vec<ConnId> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if self.conns.get(key).is_some_and(Conn::is_open) {

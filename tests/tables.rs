@@ -90,6 +90,7 @@ fn error_codes_are_all_in_the_table() {
         ErrorCode::Limit => "limit",
         ErrorCode::RateLimited => "rate-limited",
         ErrorCode::Internal => "internal",
+        ErrorCode::ClusterUnavailable => "cluster-unavailable",
     };
     let words: Vec<&str> = ErrorCode::ALL.iter().map(|&code| word(code)).collect();
     assert_unique("ErrorCode", &words);

@@ -87,7 +87,7 @@ fn feed(stream: &[u8], size: impl Fn(usize) -> usize) -> Outcome {
 fn check_answer(request: &Request) {
     let _ = request.path();
     let _ = request.query_param("token");
-    let stats = Stats { connections: 7, rooms: 3, addresses: 11, queued_output: 0 };
+    let stats = Stats { connections: 7, rooms: 3, addresses: 11, queued_output: 0, cluster: None };
     let (bytes, upgrade) = match http::answer(request, stats) {
         Answer::Close(bytes) => (bytes, false),
         Answer::Upgrade(bytes) => (bytes, true),
