@@ -243,6 +243,10 @@ impl World {
             let to = match effect {
                 Effect::Send { to, .. } => *to,
                 Effect::Probe { holder } => *holder,
+                // This table is a single node's: it never asks a registry for anything.
+                Effect::Claim { .. } | Effect::Unclaim { .. } | Effect::Forward { .. } => {
+                    panic!("cluster effect from a single-node table: {effect:?}")
+                }
             };
             assert!(self.conns.contains(to), "effect for closed connection {to}: {effect:?}");
         }
