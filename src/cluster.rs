@@ -241,6 +241,9 @@ pub struct Cluster {
     tick_owed: bool,
     /// This node has registered since the link last came up.
     registered: bool,
+    /// Shutting down: the lease was given up ([`Cluster::leave_cluster`]) and is not
+    /// renewed any more.
+    left: bool,
     live_nodes: u64,
     messages_out: u64,
     messages_in: u64,
@@ -292,6 +295,7 @@ impl Cluster {
             next_tick: now,
             tick_owed: false,
             registered: false,
+            left: false,
             live_nodes: 0,
             messages_out: 0,
             messages_in: 0,
@@ -372,6 +376,7 @@ impl Cluster {
     /// Shutting down: gives up every address and the lease now, so that the other nodes
     /// tell their members at once rather than after the node timeout.
     pub fn leave_cluster(&mut self, registry: &Registry, now: Instant) {
+        self.left = true;
         if !self.link.is_up() {
             return;
         }
@@ -481,7 +486,7 @@ impl Cluster {
         self.link.on_timer(registry, now, &mut events);
         self.take_link_events(&mut events, now, out);
         self.link_events = events;
-        if self.link.is_up() && now >= self.next_tick && !self.tick_owed {
+        if self.link.is_up() && now >= self.next_tick && !self.tick_owed && !self.left {
             self.renew_lease(now);
         }
     }
@@ -525,7 +530,9 @@ impl Cluster {
                     info!("cluster: connected to Redis");
                     self.registered = false;
                     self.tick_owed = false;
-                    self.renew_lease(now);
+                    if !self.left {
+                        self.renew_lease(now);
+                    }
                 }
                 LinkEvent::Down { why, .. } => {
                     warn!("cluster: Redis connection lost ({why}); relaying among this node's clients only");

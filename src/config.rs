@@ -629,7 +629,17 @@ impl Config {
 
 /// A value as error text may show it: a secret is never shown.
 fn shown(setting: &Setting, value: &str) -> String {
-    if setting.flag == "--turn-secret" { "(hidden)".into() } else { format!("{value:?}") }
+    match setting.flag {
+        "--turn-secret" => "(hidden)".into(),
+        // A Redis URL may hold a password (`redis://user:password@host`): never shown.
+        "--redis-url" => match value.split_once("://").and_then(|(scheme, rest)| {
+            rest.rsplit_once('@').map(|(_, host)| format!("{scheme}://(hidden)@{host}"))
+        }) {
+            Some(redacted) => format!("{redacted:?}"),
+            None => format!("{value:?}"),
+        },
+        _ => format!("{value:?}"),
+    }
 }
 
 /// Adds checked URIs from a comma-separated list.
@@ -996,6 +1006,18 @@ mod tests {
         let help = help_text();
         for setting in SETTINGS {
             assert!(help.contains(setting.flag) && help.contains(setting.env), "{}", setting.flag);
+        }
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_without_showing_its_password() {
+        for (args, env) in [
+            (&["--redis-url", "redis://:hunter2@127.0.0.1:notaport"][..], &[][..]),
+            (&[][..], &[("REDIS_URL", "redis://u:hunter2@host:0x1/zz")][..]),
+        ] {
+            let err = parse(args, env).expect_err("must be refused");
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("(hidden)@"), "{err}");
         }
     }
 }

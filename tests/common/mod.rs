@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod client;
+mod cluster;
 mod coturn;
 mod process;
 mod raw;
@@ -22,6 +23,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use client::{Client, Reader, ws_handshake};
+pub use cluster::{
+    CLUSTER_PATIENCE, Cluster, NODE_TIMEOUT_SECS, Node, Paused, closed_within, drain, expect_set, leftovers,
+    recv_soon, recv_within, wait_for_redis,
+};
 pub use coturn::Coturn;
 pub use process::{SERVER_BIN, Spawned, server_command, spawn_server};
 pub use raw::{
