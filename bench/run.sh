@@ -53,12 +53,19 @@
 #   tls-closed-1k-w1, tls-idle-10k  closed-1k-w1 and idle-10k over wss://: diva-signal's own
 #                  TLS (a throwaway certificate from openssl), the generator with --tls on.
 #                  diva-signal only.
+#   nginx-tls-closed-1k-w1  closed-1k-w1 over wss:// to Debian's nginx, which terminates TLS
+#                  (contrib/nginx.conf with the same certificate, one worker) and proxies to
+#                  the plain diva-signal. nginx runs on the server's CPU too (same taskset); the
+#                  CPU counted is diva-signal's, nginx's master's and its worker's added up
+#                  (the table also shows diva-signal's share). nginx is installed with apt-get
+#                  when missing (as root; otherwise the scenario is skipped). diva-signal only.
 #
 # Before the scenarios, benches/hot_path.rs measures in process (no sockets) what reading,
 # parsing, routing and framing a `signal` costs: with the zero-work relay's figure, the
 # least this design can spend per message here.
 #
-# Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
+# Environment: BENCH_PORT (29030, outside the ephemeral port range; nginx-* scenarios put
+# diva-signal on the port after it), BENCH_WARMUP (2),
 # BENCH_HOT_PATH_MESSAGES (1000000: messages per run of the in-process bench),
 # BENCH_LIMITS_WARMUP (12),
 # BENCH_DURATION (5), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO,
@@ -82,7 +89,8 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 tls-idle-10k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 nginx-tls-closed-1k-w1 tls-idle-10k"}
+BACKEND_PORT=$((PORT + 1)) # diva-signal behind nginx
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -110,10 +118,22 @@ mkdir -p "$TLS_DIR"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -days 2 \
   -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
 TLS_ARGS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+# The nginx-* scenarios: Debian's nginx in front, installed when missing (needs root).
+NGINX=
+if [[ " $SCENARIOS " == *" nginx-"* ]]; then
+  if ! command -v nginx >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "== installing Debian's nginx-light (nginx-* scenarios)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq nginx-light >/dev/null
+  fi
+  NGINX=$(command -v nginx || true)
+  [[ -n $NGINX ]] || echo "NOTE: nginx is missing and this is not root: the nginx-* scenarios are skipped"
+fi
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "cpus: $(nproc), $(lscpu | sed -n 's/^Model name: *//p')"
   echo "kernel: $(uname -r)"
+  [[ -n $NGINX ]] && echo "nginx: $($NGINX -v 2>&1 | sed 's/^nginx version: //'), $(openssl version)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   linking=static
   readelf -l "$DIVA" 2>/dev/null | grep -q INTERP && linking=dynamic
@@ -150,10 +170,10 @@ wait_quiet() {
   echo "   (other processes: $busy % of a core just before)"
 }
 
-# GET /health answers 200 (bash's /dev/tcp: no curl needed).
+# GET /health on port $1 (default $PORT) answers 200 (bash's /dev/tcp: no curl needed).
 health_ok() {
   local status
-  exec 3<>"/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || return 1
+  exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}" 2>/dev/null || return 1
   printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
   read -r -t 2 _ status _ <&3 || status=
   exec 3>&-
@@ -161,8 +181,11 @@ health_ok() {
 }
 
 SERVER_PID=
-start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy|unlimited|tls
-  local limits=(--rate 1000000 --burst 1000000) busy=() tls=()
+# What the generator reads CPU and memory from: the server, or diva-signal and nginx's
+# master and worker (comma-separated, diva-signal first).
+SERVER_PIDS=
+start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|busy|unlimited|tls, $4 = port
+  local limits=(--rate 1000000 --burst 1000000) busy=() tls=() port=${4:-$PORT}
   [[ ${3:-raised} == tls ]] && tls=("${TLS_ARGS[@]}")
   [[ ${3:-raised} == default ]] && limits=()
   [[ ${3:-raised} == unlimited ]] && limits=(--rate 1000000000 --burst 1000000000)
@@ -171,7 +194,7 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
     diva)
       # Every generator connection comes from 127.0.0.1: no limit per address (the
       # bookkeeping is done all the same, so its cost is in the figures).
-      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$PORT" "${limits[@]}" "${busy[@]}" "${tls[@]}" \
+      taskset -c $SERVER_CPU $DIVA --bind 127.0.0.1 --port "$port" "${limits[@]}" "${busy[@]}" "${tls[@]}" \
         --max-connections 19960 --max-connections-per-ip 0 --log-level warn 2>"$2" &
       ;;
     floor)
@@ -183,10 +206,11 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
       ;;
   esac
   SERVER_PID=$!
+  SERVER_PIDS=$SERVER_PID
   for _ in $(seq 100); do
     if [[ ${#tls[@]} -gt 0 ]]; then
-      if $DIVA --healthcheck --bind 127.0.0.1 --port "$PORT" "${tls[@]}" >/dev/null 2>&1; then return 0; fi
-    elif health_ok; then return 0; fi
+      if $DIVA --healthcheck --bind 127.0.0.1 --port "$port" "${tls[@]}" >/dev/null 2>&1; then return 0; fi
+    elif health_ok "$port"; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
     sleep 0.1
   done
@@ -195,7 +219,67 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
   return 1
 }
 
+# nginx terminating TLS on $PORT in front of diva-signal on $BACKEND_PORT: contrib/nginx.conf
+# as shipped, with the bench's ports and certificate, one worker, enough connections for
+# the clients and the upstream side, and no access log. Its master runs in the foreground
+# (daemon off), pinned to the server's CPU; the worker inherits that.
+NGINX_PID=
+start_nginx() { # $1 = directory for its configuration, logs and temporary files
+  local dir=$1
+  mkdir -p "$dir/logs"
+  sed -e "s#127.0.0.1:3903#127.0.0.1:$BACKEND_PORT#" \
+    -e "s#listen 443 ssl http2;#listen 127.0.0.1:$PORT ssl http2;#" -e "/listen \[::\]:443/d" \
+    -e "s#listen 80;#listen 127.0.0.1:$((PORT + 2));#" -e "/listen \[::\]:80/d" \
+    -e "s#/etc/letsencrypt/live/signal.example.org/fullchain.pem#$(realpath "$TLS_DIR/cert.pem")#" \
+    -e "s#/etc/letsencrypt/live/signal.example.org/privkey.pem#$(realpath "$TLS_DIR/key.pem")#" \
+    contrib/nginx.conf > "$dir/site.conf"
+  dir=$(realpath "$dir")
+  cat > "$dir/nginx.conf" <<CONF
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  include $dir/site.conf;
+}
+CONF
+  taskset -c $SERVER_CPU "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" 2>"$dir/logs/stderr.log" &
+  NGINX_PID=$!
+  local workers=
+  for _ in $(seq 100); do
+    workers=$(pgrep -P "$NGINX_PID" | paste -sd, || true)
+    if [[ -n $workers ]] && $DIVA --healthcheck --bind 127.0.0.1 --port "$PORT" "${TLS_ARGS[@]}" >/dev/null 2>&1; then
+      SERVER_PIDS="$SERVER_PID,$NGINX_PID,$workers"
+      return 0
+    fi
+    if ! kill -0 "$NGINX_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "nginx did not come up in front of diva-signal; its log:" >&2
+  cat "$dir/logs/stderr.log" "$dir/logs/error.log" >&2 || true
+  return 1
+}
+
+stop_nginx() {
+  [[ -n $NGINX_PID ]] || return 0
+  kill -TERM "$NGINX_PID" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$NGINX_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$NGINX_PID" 2>/dev/null || true
+  wait "$NGINX_PID" 2>/dev/null || true
+  NGINX_PID=
+}
+
 stop_server() {
+  stop_nginx
   [[ -n $SERVER_PID ]] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   for _ in $(seq 50); do
@@ -214,7 +298,7 @@ load() { # $1 = server, $2 = scenario, rest: arguments
   local proto=diva
   [[ $server == matchbox ]] && proto=matchbox # the floor relay speaks diva's join
   timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
+    --server-pid "$SERVER_PIDS" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
     2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
 }
 
@@ -263,6 +347,10 @@ for scenario in $SCENARIOS; do
         [[ $server == diva ]] || continue
         limits=default
         ;;
+      # nginx in front of the plain diva-signal.
+      nginx-*)
+        [[ $server == diva && -n $NGINX ]] || continue
+        ;;
       # Only diva-signal speaks TLS itself.
       tls-*)
         [[ $server == diva ]] || continue
@@ -273,7 +361,12 @@ for scenario in $SCENARIOS; do
     esac
     echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
-    start_server "$server" "$OUT/$server/$scenario.server.log" $limits
+    if [[ $scenario == nginx-* ]]; then
+      start_server "$server" "$OUT/$server/$scenario.server.log" $limits "$BACKEND_PORT"
+      start_nginx "$OUT/$server/$scenario.nginx"
+    else
+      start_server "$server" "$OUT/$server/$scenario.server.log" $limits
+    fi
     case $scenario in
       start)
         sleep 0.2
@@ -321,6 +414,10 @@ for scenario in $SCENARIOS; do
         load "$server" "$scenario" idle --connections 19000 --hold "$HOLD"
         ;;
       tls-closed-1k-w1)
+        load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION" \
+          --tls on
+        ;;
+      nginx-tls-closed-1k-w1)
         load "$server" "$scenario" relay --connections 1000 --inflight 1 --warmup "$WARMUP" --duration "$DURATION" \
           --tls on
         ;;

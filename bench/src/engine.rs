@@ -53,7 +53,8 @@ pub struct Cfg {
     pub concurrency: usize,
     pub source_addrs: u8,
     pub server_ident: bool,
-    pub server_pid: Option<u32>,
+    /// The server's processes (CPU and memory are their sum); may be empty.
+    pub server_pids: Vec<u32>,
     /// Never sleep in the poll (relay phase): no wake-up latency on the generator's side.
     pub spin: bool,
     /// Speak wss:// (`--tls on`).
@@ -243,7 +244,7 @@ impl Engine {
     }
 
     fn server(&self) -> Option<ProcStats> {
-        self.cfg.server_pid.and_then(|pid| sys::proc_stats(pid).ok())
+        sys::proc_stats_sum(&self.cfg.server_pids)
     }
 
     fn note_error(&mut self, what: String) {

@@ -55,7 +55,8 @@ pub struct FloodCfg {
     pub warmup_ns: u64,
     pub duration_ns: u64,
     pub reconnect: bool,
-    pub server_pid: Option<u32>,
+    /// The server's processes (CPU and memory are their sum); may be empty.
+    pub server_pids: Vec<u32>,
     /// Flooders bind to 127.0.0.2 .. 127.0.0.(1+X) in turn (the probe to 127.0.0.1).
     pub source_addrs: u8,
 }
@@ -256,7 +257,7 @@ impl Flood {
     }
 
     fn server(&self) -> Option<ProcStats> {
-        self.cfg.server_pid.and_then(|pid| sys::proc_stats(pid).ok())
+        sys::proc_stats_sum(&self.cfg.server_pids)
     }
 
     fn note(&mut self, what: String) {

@@ -70,7 +70,10 @@ Options (relay, idle, storm):
   --tls on|off           speak wss:// (TLS, certificate not verified: loopback only) [off]
   --spin on|off          relay: poll without sleeping, so the generator adds no wake-up
                          latency (it then uses all of its core)          [off]
-  --server-pid PID       read the server's CPU time and memory from /proc/PID
+  --server-pid PID[,PID...]
+                         read the server's CPU time and memory from /proc/PID; with several
+                         (a list, or the option repeated), their sum: a server and a proxy
+                         in front of it (relay: the first one's CPU is also shown alone)
   --label NAME           scenario name for --json and the table
   --json FILE            also write the results as JSON
 
@@ -131,7 +134,16 @@ fn run(args: Vec<String>) -> Result<(), String> {
     while let Some(flag) = it.next() {
         let Some(name) = flag.strip_prefix("--") else { return Err(format!("unexpected argument {flag}")) };
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        opts.insert(name.to_string(), value.clone());
+        match opts.get_mut(name) {
+            // --server-pid A --server-pid B: the same as --server-pid A,B.
+            Some(pids) if name == "server-pid" => {
+                pids.push(',');
+                pids.push_str(value);
+            }
+            _ => {
+                opts.insert(name.to_string(), value.clone());
+            }
+        }
     }
     let known = [
         "target",
@@ -174,9 +186,12 @@ fn run(args: Vec<String>) -> Result<(), String> {
             }
         }
     };
-    let server_pid = match opts.get("server-pid") {
-        None => None,
-        Some(v) => Some(v.parse::<u32>().map_err(|_| format!("--server-pid: {v}"))?),
+    let server_pids = match opts.get("server-pid") {
+        None => Vec::new(),
+        Some(v) => v
+            .split(',')
+            .map(|pid| pid.trim().parse::<u32>().map_err(|_| format!("--server-pid: {v}")))
+            .collect::<Result<Vec<u32>, String>>()?,
     };
     let label = opts.get("label").cloned().unwrap_or_else(|| cmd.clone());
 
@@ -204,8 +219,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
         return relay.run().map_err(|e| e.to_string());
     }
     if cmd == "stat" {
-        let pid = server_pid.ok_or("stat needs --server-pid")?;
-        let s = sys::proc_stats(pid).map_err(|e| format!("/proc/{pid}: {e}"))?;
+        if server_pids.is_empty() {
+            return Err("stat needs --server-pid".into());
+        }
+        let pid = server_pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let s = sys::proc_stats_sum(&server_pids).ok_or(format!("/proc/{pid}: cannot be read"))?;
         let mut r = Map::new();
         r.insert("label".into(), json!(label));
         r.insert("mode".into(), json!("stat"));
@@ -254,7 +272,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             warmup_ns: (num("warmup", 2.0)? * 1e9) as u64,
             duration_ns: (num("duration", 5.0)? * 1e9) as u64,
             reconnect: on("reconnect"),
-            server_pid,
+            server_pids: server_pids.clone(),
             source_addrs: (num("source-addrs", 16.0)? as usize).clamp(1, 250) as u8,
         };
         sys::tight_timer_slack();
@@ -305,7 +323,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "server" => true,
             v => return Err(format!("--ident: self or server, not {v}")),
         },
-        server_pid,
+        server_pids,
         spin: on("spin"),
         tls: on("tls"),
     };
@@ -415,6 +433,11 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
         }
         if cfg.mode == Mode::Relay && eng.delivered > 0 {
             put("server_cpu_us_per_msg", json!(round(cpu as f64 / eng.delivered as f64, 3)));
+            if cfg.server_pids.len() > 1 {
+                // The first process's share (bench/run.sh: diva-signal behind nginx).
+                let first = w1.first_cpu_us.saturating_sub(w0.first_cpu_us);
+                put("server_first_cpu_us_per_msg", json!(round(first as f64 / eng.delivered as f64, 3)));
+            }
         }
         let join_cpu = sj.cpu_us.saturating_sub(s0.cpu_us);
         put("server_cpu_join_us", json!(join_cpu));
@@ -517,6 +540,9 @@ fn print_human(v: &Value) {
             g("gen_cpu_pct"),
             g("other_cpu_pct")
         );
+        if v.get("server_first_cpu_us_per_msg").is_some() {
+            println!("  of which the first server process: {} us/msg", g("server_first_cpu_us_per_msg"));
+        }
     }
     if v.get("server_rss_before_kb").is_some() {
         println!(

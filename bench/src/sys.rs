@@ -37,7 +37,8 @@ pub fn self_cpu_us() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// What /proc says about the server process.
+/// What /proc says about the server process (or, summed, about the server's processes:
+/// diva-signal and an nginx in front of it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcStats {
     /// utime + stime, all threads, in microseconds (clock-tick resolution).
@@ -45,6 +46,25 @@ pub struct ProcStats {
     pub rss_kb: u64,
     pub hwm_kb: u64,
     pub threads: u64,
+    /// Summed over several processes: the first one's `cpu_us` (its share of the sum).
+    pub first_cpu_us: u64,
+}
+
+/// The processes' figures added up (CPU, RSS, peak RSS, threads); `None` when there are
+/// none or one of them cannot be read (it ended: the figures would be wrong).
+pub fn proc_stats_sum(pids: &[u32]) -> Option<ProcStats> {
+    let mut sum = ProcStats::default();
+    for (k, &pid) in pids.iter().enumerate() {
+        let s = proc_stats(pid).ok()?;
+        if k == 0 {
+            sum.first_cpu_us = s.cpu_us;
+        }
+        sum.cpu_us += s.cpu_us;
+        sum.rss_kb += s.rss_kb;
+        sum.hwm_kb += s.hwm_kb;
+        sum.threads += s.threads;
+    }
+    (!pids.is_empty()).then_some(sum)
 }
 
 pub fn proc_stats(pid: u32) -> io::Result<ProcStats> {
@@ -65,7 +85,13 @@ pub fn proc_stats(pid: u32) -> io::Result<ProcStats> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok(ProcStats { cpu_us, rss_kb: kb("VmRSS:"), hwm_kb: kb("VmHWM:"), threads: kb("Threads:") })
+    Ok(ProcStats {
+        cpu_us,
+        rss_kb: kb("VmRSS:"),
+        hwm_kb: kb("VmHWM:"),
+        threads: kb("Threads:"),
+        first_cpu_us: cpu_us,
+    })
 }
 
 /// A non-blocking TCP connect from `src` (port chosen at connect time, so many source
