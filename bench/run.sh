@@ -53,6 +53,16 @@
 #   tls-closed-1k-w1, tls-idle-10k  closed-1k-w1 and idle-10k over wss://: diva-signal's own
 #                  TLS (a throwaway certificate from openssl), the generator with --tls on.
 #                  diva-signal only.
+#   cluster-closed-1k-w1  closed-1k-w1 across a cluster (docs/CLUSTER.md): one redis-server and
+#                  two diva-signal nodes with --redis-url, all three pinned to the server CPU;
+#                  in every room one member is on node 1 and its peer on node 2, so every
+#                  signal crosses Redis. CPU per message is nodes + Redis added up. Each round
+#                  first runs closed-1k-w1 against one node (no Redis) right before, for the
+#                  ratios of CPU per message and throughput within the round (target: at most
+#                  3x). Also Redis's calls per join and per message (INFO commandstats) and its
+#                  CPU. diva-signal only; installs Debian's redis-server if missing (as root).
+#   cluster-open-20k  the same in open loop at 20,000 msg/s (against open-20k on one node):
+#                  fewer signals per loop round, so less batching per PUBLISH.
 #
 # Before the scenarios, benches/hot_path.rs measures in process (no sockets) what reading,
 # parsing, routing and framing a `signal` costs: with the zero-work relay's figure, the
@@ -60,7 +70,8 @@
 #
 # Environment: BENCH_PORT (29030, outside the ephemeral port range), BENCH_WARMUP (2),
 # BENCH_HOT_PATH_MESSAGES (1000000: messages per run of the in-process bench),
-# BENCH_LIMITS_WARMUP (12),
+# BENCH_LIMITS_WARMUP (12), BENCH_REDIS_PORT (BENCH_PORT + 2; the second cluster node
+# listens on BENCH_PORT + 1),
 # BENCH_DURATION (5), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO,
 # BENCH_REPEAT (3): rounds of all scenarios; each figure in the table is the median of the
 # rounds, with the lowest and highest beside it (this VM's speed drifts by a quarter), and
@@ -82,7 +93,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 tls-idle-10k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 tls-idle-10k cluster-closed-1k-w1 cluster-open-20k"}
 SERVER_CPU=0
 LOAD_CPU=1
 DIVA=${BENCH_DIVA_BIN:-target/release/diva-signal}
@@ -150,10 +161,10 @@ wait_quiet() {
   echo "   (other processes: $busy % of a core just before)"
 }
 
-# GET /health answers 200 (bash's /dev/tcp: no curl needed).
+# GET /health answers 200 (bash's /dev/tcp: no curl needed); $1: port (PORT).
 health_ok() {
   local status
-  exec 3<>"/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || return 1
+  exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}" 2>/dev/null || return 1
   printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
   read -r -t 2 _ status _ <&3 || status=
   exec 3>&-
@@ -196,6 +207,7 @@ start_server() { # $1 = diva|matchbox|floor, $2 = log file, $3 = raised|default|
 }
 
 stop_server() {
+  stop_cluster
   [[ -n $SERVER_PID ]] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   for _ in $(seq 50); do
@@ -207,6 +219,7 @@ stop_server() {
   SERVER_PID=
 }
 trap stop_server EXIT
+source bench/cluster.sh
 
 load() { # $1 = server, $2 = scenario, rest: arguments
   local server=$1 scenario=$2
@@ -214,7 +227,7 @@ load() { # $1 = server, $2 = scenario, rest: arguments
   local proto=diva
   [[ $server == matchbox ]] && proto=matchbox # the floor relay speaks diva's join
   timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PID" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
+    --server-pid "${SERVER_PIDS:-$SERVER_PID}" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
     2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
 }
 
@@ -268,11 +281,19 @@ for scenario in $SCENARIOS; do
         [[ $server == diva ]] || continue
         limits=tls
         ;;
+      cluster-*)
+        [[ $server == diva ]] || continue
+        ;;
       # The floor relay only relays, and holds one fixed buffer.
       start | idle-* | big-1k | mid-1k) [[ $server == floor ]] && continue ;;
     esac
     echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
+    if [[ $scenario == cluster-* ]]; then
+      cluster_scenario "$scenario"
+      sleep 1
+      continue
+    fi
     start_server "$server" "$OUT/$server/$scenario.server.log" $limits
     case $scenario in
       start)
