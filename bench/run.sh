@@ -218,8 +218,8 @@ stop_server() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
 }
-trap stop_server EXIT
 source bench/cluster.sh
+trap stop_server EXIT
 
 load() { # $1 = server, $2 = scenario, rest: arguments
   local server=$1 scenario=$2
