@@ -10,21 +10,25 @@ NODE2_PID=
 REDIS_PID=
 
 # Debian's redis-server, installed when missing (as root; CI installs it beforehand).
+# Without it, and not root, the cluster scenarios are skipped (as CI skips the Redis tests).
 ensure_redis() {
   command -v redis-server >/dev/null && return 0
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "== installing redis-server (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+    local get=(apt-get -o DPkg::Lock::Timeout=300 install -y -qq redis-server)
+    DEBIAN_FRONTEND=noninteractive "${get[@]}" >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${get[@]}" >/dev/null; } || true
   fi
-  command -v redis-server >/dev/null || {
-    echo "the cluster scenarios need redis-server (Debian: apt-get install redis-server)" >&2
-    exit 2
-  }
+  command -v redis-server >/dev/null
 }
 if [[ " $SCENARIOS " == *" cluster-"* ]]; then
-  ensure_redis
-  echo "redis-server: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')" >> "$OUT/machine.txt"
+  if ensure_redis; then
+    echo "redis-server: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')" >> "$OUT/machine.txt"
+  else
+    echo "NOTE: redis-server is missing and this is not root: the cluster scenarios are skipped" |
+      tee -a "$OUT/machine.txt"
+    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | { grep -v '^cluster-' || true; } | tr '\n' ' ')
+  fi
 fi
 
 # Redis answers PING on $REDIS_PORT.
