@@ -196,20 +196,21 @@ pub fn report(
     }
     if let Some(base) = baseline {
         let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
-        if let (Some(local), Some(here)) =
-            (get(base, "server_cpu_us_per_msg"), get(&Value::Object(r.clone()), "server_cpu_us_per_msg"))
-        {
-            r.insert("local_cpu_us_per_msg".into(), json!(local));
-            if local > 0.0 {
-                r.insert("cpu_ratio_vs_local".into(), json!(round(here / local, 2)));
+        for key in ["lat_p50_us", "lat_p99_us"] {
+            if let Some(local) = get(base, key) {
+                r.insert(format!("local_{key}"), json!(local));
             }
         }
-        if let (Some(local), Some(here)) =
-            (get(base, "msgs_per_s"), r.get("msgs_per_s").and_then(Value::as_f64))
-        {
-            r.insert("local_msgs_per_s".into(), json!(local));
-            if local > 0.0 {
-                r.insert("msgs_ratio_vs_local".into(), json!(round(here / local, 2)));
+        for (key, local_key, ratio_key) in [
+            ("server_cpu_us_per_msg", "local_cpu_us_per_msg", "cpu_ratio_vs_local"),
+            ("msgs_per_s", "local_msgs_per_s", "msgs_ratio_vs_local"),
+        ] {
+            let here = r.get(key).and_then(Value::as_f64);
+            if let (Some(local), Some(here)) = (get(base, key), here) {
+                r.insert(local_key.into(), json!(local));
+                if local > 0.0 {
+                    r.insert(ratio_key.into(), json!(round(here / local, 2)));
+                }
             }
         }
     }
@@ -240,11 +241,14 @@ pub fn print_human(v: &Value) {
     }
     if v.get("cpu_ratio_vs_local").is_some() {
         println!(
-            "against one node, same load: CPU per message {} x ({} us), throughput {} x ({} msg/s)",
+            "against one node, same load: CPU per message {} x ({} us), throughput {} x ({} msg/s); \
+             latency there p50 {} us, p99 {} us",
             g("cpu_ratio_vs_local"),
             g("local_cpu_us_per_msg"),
             g("msgs_ratio_vs_local"),
-            g("local_msgs_per_s")
+            g("local_msgs_per_s"),
+            g("local_lat_p50_us"),
+            g("local_lat_p99_us")
         );
     }
 }

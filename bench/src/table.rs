@@ -362,6 +362,7 @@ const ROWS: &[Row] = &[
     row("cluster-closed-1k-w1", "Redis CPU per join", "redis_cpu_us_per_join", "us", Lower, Target::None, ""),
     row("cluster-closed-1k-w1", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
     row("cluster-closed-1k-w1", "latency p99", "lat_p99_us", "us", Lower, Target::None, ""),
+    row("cluster-closed-1k-w1", "latency p99, one node", "local_lat_p99_us", "us", Lower, Target::None, ""),
     row("cluster-closed-1k-w1", "generator CPU", "gen_cpu_pct", "% core", Neither, Target::None, ""),
     row("cluster-closed-1k-w1", "errors", "errors_total", "", Lower, Target::None, ""),
     row(
@@ -412,6 +413,7 @@ const ROWS: &[Row] = &[
     ),
     row("cluster-open-20k", "latency p50", "lat_p50_us", "us", Lower, Target::None, ""),
     row("cluster-open-20k", "latency p99", "lat_p99_us", "us", Lower, Target::None, ""),
+    row("cluster-open-20k", "latency p99, one node", "local_lat_p99_us", "us", Lower, Target::None, ""),
     row("cluster-open-20k", "errors", "errors_total", "", Lower, Target::None, ""),
 ];
 
