@@ -59,6 +59,16 @@
 #                  CPU counted is diva-signal's, nginx's master's and its worker's added up
 #                  (the table also shows diva-signal's share). nginx is installed with apt-get
 #                  when missing (as root; otherwise the scenario is skipped). diva-signal only.
+#   cluster-closed-1k-w1  closed-1k-w1 across a cluster (docs/CLUSTER.md): one redis-server and
+#                  two diva-signal nodes with --redis-url, all three pinned to the server CPU;
+#                  in every room one member is on node 1 and its peer on node 2, so every
+#                  signal crosses Redis. CPU per message is nodes + Redis added up. Each round
+#                  first runs closed-1k-w1 against one node (no Redis) right before, for the
+#                  ratios of CPU per message and throughput within the round (target: at most
+#                  3x). Also Redis's calls per join and per message (INFO commandstats) and its
+#                  CPU. diva-signal only; installs Debian's redis-server if missing (as root).
+#   cluster-open-20k  the same in open loop at 20,000 msg/s (against open-20k on one node):
+#                  fewer signals per loop round, so less batching per PUBLISH.
 #
 # Before the scenarios, benches/hot_path.rs measures in process (no sockets) what reading,
 # parsing, routing and framing a `signal` costs: with the zero-work relay's figure, the
@@ -67,7 +77,8 @@
 # Environment: BENCH_PORT (29030, outside the ephemeral port range; nginx-* scenarios put
 # diva-signal on the port after it), BENCH_WARMUP (2),
 # BENCH_HOT_PATH_MESSAGES (1000000: messages per run of the in-process bench),
-# BENCH_LIMITS_WARMUP (12),
+# BENCH_LIMITS_WARMUP (12), BENCH_REDIS_PORT (BENCH_PORT + 2; the second cluster node
+# listens on BENCH_PORT + 1),
 # BENCH_DURATION (5), BENCH_HOLD (5), BENCH_SCENARIOS (all, space-separated), CARGO,
 # BENCH_REPEAT (3): rounds of all scenarios; each figure in the table is the median of the
 # rounds, with the lowest and highest beside it (this VM's speed drifts by a quarter), and
@@ -280,6 +291,7 @@ stop_nginx() {
 
 stop_server() {
   stop_nginx
+  stop_cluster
   [[ -n $SERVER_PID ]] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   for _ in $(seq 50); do
@@ -290,6 +302,7 @@ stop_server() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
 }
+source bench/cluster.sh
 trap stop_server EXIT
 
 load() { # $1 = server, $2 = scenario, rest: arguments
@@ -298,7 +311,7 @@ load() { # $1 = server, $2 = scenario, rest: arguments
   local proto=diva
   [[ $server == matchbox ]] && proto=matchbox # the floor relay speaks diva's join
   timeout 300 taskset -c $LOAD_CPU $LOAD "$@" --protocol $proto --target "127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PIDS" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
+    --server-pid "${SERVER_PIDS:-$SERVER_PID}" --label "$scenario" --json "$OUT/$server/$scenario.round$ROUND.json" \
     2>>"$OUT/$server/$scenario.log" | tee -a "$OUT/$server/$scenario.log"
 }
 
@@ -356,11 +369,20 @@ for scenario in $SCENARIOS; do
         [[ $server == diva ]] || continue
         limits=tls
         ;;
+      cluster-*)
+        [[ $server == diva ]] || continue
+        ;;
       # The floor relay only relays, and holds one fixed buffer.
       start | idle-* | big-1k | mid-1k) [[ $server == floor ]] && continue ;;
     esac
     echo "== round $ROUND/$REPEAT, $server: $scenario"
     wait_quiet
+    if [[ $scenario == cluster-* ]]; then
+      cluster_scenario "$scenario"
+      sleep 1
+      continue
+    fi
+    start_server "$server" "$OUT/$server/$scenario.server.log" $limits
     if [[ $scenario == nginx-* ]]; then
       start_server "$server" "$OUT/$server/$scenario.server.log" $limits "$BACKEND_PORT"
       start_nginx "$OUT/$server/$scenario.nginx"

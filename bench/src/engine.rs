@@ -53,8 +53,13 @@ pub struct Cfg {
     pub concurrency: usize,
     pub source_addrs: u8,
     pub server_ident: bool,
-    /// The server's processes (CPU and memory are their sum); may be empty.
+    /// The server's processes (several: the cluster's nodes and Redis), figures added up.
     pub server_pids: Vec<u32>,
+    /// Cluster: the second member of each pair of room members (odd places in a room)
+    /// connects here; a room is ready once its members have their `stun` pairs.
+    pub target2: Option<SocketAddrV4>,
+    /// Cluster: the Redis to read `INFO commandstats` and `INFO cpu` from.
+    pub redis: Option<SocketAddrV4>,
     /// Never sleep in the poll (relay phase): no wake-up latency on the generator's side.
     pub spin: bool,
     /// Speak wss:// (`--tls on`).
@@ -200,6 +205,8 @@ pub struct Outcome {
     pub machine_busy_window_us: u64,
     pub machine_busy_join_us: u64,
     pub rooms_used: usize,
+    /// Cluster figures (each process's CPU, Redis's calls) at start, joined, window.
+    pub snaps: [crate::cluster::Snap; 4],
 }
 
 impl Engine {
@@ -247,6 +254,10 @@ impl Engine {
         sys::proc_stats_sum(&self.cfg.server_pids)
     }
 
+    fn snap(&self) -> crate::cluster::Snap {
+        crate::cluster::snap(&self.cfg.server_pids, self.cfg.redis)
+    }
+
     fn note_error(&mut self, what: String) {
         if self.c.first_errors.len() < 8 {
             self.c.first_errors.push(what);
@@ -256,6 +267,7 @@ impl Engine {
     /// Runs the whole scenario and returns what it measured. Every phase has a time limit.
     pub fn run(&mut self) -> io::Result<Outcome> {
         let mut out = Outcome { server_start: self.server(), ..Outcome::default() };
+        out.snaps[0] = self.snap();
         let mut events = Events::with_capacity(1024);
         let start = mono_ns();
         self.first_connect_ns = start;
@@ -290,6 +302,7 @@ impl Engine {
         out.join_s = (join_end.saturating_sub(self.first_connect_ns)) as f64 / 1e9;
         out.join_rate = if out.join_s > 0.0 { self.joined as f64 / out.join_s } else { 0.0 };
         out.server_joined = self.server();
+        out.snaps[1] = self.snap();
         out.rooms_used = self.ready_rooms;
         eprintln!(
             "  joined {}/{} in {:.3} s ({:.0}/s), {} rooms ready{}",
@@ -337,6 +350,7 @@ impl Engine {
                 self.refused = 0;
                 self.sent = 0;
                 self.measuring = true;
+                out.snaps[2] = self.snap();
                 out.server_w0 = self.server();
                 let g0 = sys::self_cpu_us();
                 let m0 = sys::machine_busy_us();
@@ -345,6 +359,7 @@ impl Engine {
                 let w1 = mono_ns();
                 self.measuring = false;
                 out.server_w1 = self.server();
+                out.snaps[3] = self.snap();
                 out.gen_cpu_window_us = sys::self_cpu_us() - g0;
                 out.machine_busy_window_us = sys::machine_busy_us().saturating_sub(m0);
                 out.window_s = (w1 - w0) as f64 / 1e9;
@@ -465,8 +480,12 @@ impl Engine {
                 t_open: mono_ns(),
                 addr: String::new(),
             };
-            let stream = sys::connect_from(src, self.cfg.target)
-                .and_then(|tcp| Stream::new(tcp, self.tls_config.as_ref()));
+            let target = match self.cfg.target2 {
+                Some(second) if (i % self.cfg.room_size) % 2 == 1 => second,
+                _ => self.cfg.target,
+            };
+            let stream =
+                sys::connect_from(src, target).and_then(|tcp| Stream::new(tcp, self.tls_config.as_ref()));
             match stream {
                 Ok(mut stream) => {
                     match self.poll.registry().register(
@@ -816,7 +835,14 @@ impl Engine {
                         self.conns[i].addr = v.get(1).and_then(Value::as_str).unwrap_or("").to_string();
                         self.on_joined(i);
                     }
-                    "stun" => self.c.stun += 1,
+                    "stun" => {
+                        self.c.stun += 1;
+                        if self.cfg.target2.is_some() {
+                            let r = self.conns[i].room as usize;
+                            self.rooms[r].new_peers += 1;
+                            self.check_room(r);
+                        }
+                    }
                     "leave" => self.c.peer_left += 1,
                     "error" if v.get(2).and_then(Value::as_str) == Some("rate-limited") => {
                         self.c.rate_limited += 1;
@@ -884,6 +910,11 @@ impl Engine {
         // matchbox tells each pair once (the later one tells the earlier): k(k-1)/2 NewPeer
         // events mean every member is registered and can be signalled.
         if self.cfg.protocol == Proto::Matchbox && room.new_peers < k * (k - 1) / 2 {
+            return;
+        }
+        // Across nodes, a member can be signalled once its node has heard of the join: each
+        // pair's two `stun` messages say so.
+        if self.cfg.target2.is_some() && room.new_peers < k * (k - 1) {
             return;
         }
         room.ready = true;

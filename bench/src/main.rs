@@ -5,6 +5,7 @@
 //! or hold times) and targets only loopback addresses (127.0.0.0/8). `diva-load --help` says
 //! how to use it.
 
+mod cluster;
 mod engine;
 mod flood;
 mod floor;
@@ -73,7 +74,14 @@ Options (relay, idle, storm):
   --server-pid PID[,PID...]
                          read the server's CPU time and memory from /proc/PID; with several
                          (a list, or the option repeated), their sum: a server and a proxy
-                         in front of it (relay: the first one's CPU is also shown alone)
+                         in front of it, a cluster's nodes and Redis (relay: the first
+                         one's CPU is also shown alone)
+  --target2 ADDR:PORT    relay: a second node of a cluster; the second member of each
+                         pair in a room connects there, so every pair spans the two nodes
+  --redis ADDR:PORT      relay: the cluster's Redis, for its calls per join and per
+                         message and its CPU (INFO commandstats, INFO cpu)
+  --baseline FILE        relay: the --json of a one-node run of the same load, for the
+                         ratios of CPU per message and throughput against it
   --label NAME           scenario name for --json and the table
   --json FILE            also write the results as JSON
 
@@ -162,6 +170,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "source-addrs",
         "ident",
         "server-pid",
+        "target2",
+        "redis",
+        "baseline",
         "label",
         "json",
         "binary",
@@ -242,15 +253,18 @@ fn run(args: Vec<String>) -> Result<(), String> {
         return write_json(opts.get("json"), Value::Object(r));
     }
 
-    let target: SocketAddrV4 = opts
-        .get("target")
-        .map(String::as_str)
-        .unwrap_or("127.0.0.1:3903")
-        .parse()
-        .map_err(|_| "--target: expected IPv4 ADDR:PORT".to_string())?;
-    if target.ip().octets()[0] != 127 {
-        return Err(format!("--target {target}: only loopback addresses (127.0.0.0/8) may be loaded"));
-    }
+    let loopback = |name: &str| -> Result<Option<SocketAddrV4>, String> {
+        let Some(v) = opts.get(name) else { return Ok(None) };
+        let addr: SocketAddrV4 = v.parse().map_err(|_| format!("--{name}: expected IPv4 ADDR:PORT"))?;
+        if addr.ip().octets()[0] != 127 {
+            return Err(format!("--{name} {addr}: only loopback addresses (127.0.0.0/8) may be loaded"));
+        }
+        Ok(Some(addr))
+    };
+    let target =
+        loopback("target")?.unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 1), 3903));
+    let target2 = loopback("target2")?;
+    let redis = loopback("redis")?;
     let on = |name: &str| opts.get(name).is_some_and(|v| v == "on" || v == "1" || v == "true");
     if cmd == "flood-latency" {
         if opts.get("protocol").is_some_and(|p| p != "diva") {
@@ -324,6 +338,8 @@ fn run(args: Vec<String>) -> Result<(), String> {
             v => return Err(format!("--ident: self or server, not {v}")),
         },
         server_pids,
+        target2,
+        redis,
         spin: on("spin"),
         tls: on("tls"),
     };
@@ -345,9 +361,16 @@ fn run(args: Vec<String>) -> Result<(), String> {
             _ => String::new(),
         }
     );
+    let baseline = match opts.get("baseline") {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|e| format!("{path}: {e}"))?)
+        }
+    };
     let mut eng = Engine::new(cfg.clone()).map_err(|e| e.to_string())?;
     let out = eng.run().map_err(|e| e.to_string())?;
-    let result = report(&cfg, &cmd, &label, &eng, &out);
+    let result = report(&cfg, &cmd, &label, &eng, &out, baseline.as_ref());
     write_json(opts.get("json"), result)
 }
 
@@ -363,7 +386,7 @@ fn write_json(path: Option<&String>, v: Value) -> Result<(), String> {
     Ok(())
 }
 
-fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Value {
+fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome, baseline: Option<&Value>) -> Value {
     let mut r = Map::new();
     let mut put = |k: &str, v: Value| {
         r.insert(k.to_string(), v);
@@ -487,8 +510,11 @@ fn report(cfg: &Cfg, cmd: &str, label: &str, eng: &Engine, out: &Outcome) -> Val
             "first": c.first_errors,
         }),
     );
+    let [start, joined, w0, w1] = &out.snaps;
+    cluster::report(&mut r, start, joined, w0, w1, eng.joined, eng.delivered, out.window_s, baseline);
     let v = Value::Object(r);
     print_human(&v);
+    cluster::print_human(&v);
     v
 }
 
