@@ -2,7 +2,7 @@
 //! call makes the server send. Pure: it takes (connection, call) and appends
 //! [`Effect`]s for the caller to carry out; it never touches a socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ident::{self, fresh_ident};
 use crate::protocol::{Call, ErrorCode, Reply, ReplyKind};
@@ -82,6 +82,10 @@ pub struct Rooms {
     held: HashMap<ConnId, Vec<Box<str>>>,
     /// Cluster: members on other nodes of the rooms that have members here, by address.
     remote: HashMap<Box<str>, NodeName>,
+    /// Cluster: addresses here whose registration was lost (the registry restarted empty,
+    /// or declared this node dead) and is not made again yet. They heard every member
+    /// elsewhere leave, and are paired afresh by their own registration, not before.
+    awaiting_registration: HashSet<Box<str>>,
     /// Cluster: joins are claimed from the registry first, signals may go to other nodes.
     clustered: bool,
 }
@@ -195,6 +199,7 @@ impl Rooms {
     pub fn disconnect(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
         for address in self.held.remove(&conn).unwrap_or_default() {
             self.holders.remove(&address);
+            self.awaiting_registration.remove(&address);
             self.remove_member(conn, &address, Notify::OtherConnections, out);
             if self.clustered {
                 out.push(Effect::Unclaim { address });
@@ -295,8 +300,11 @@ impl Rooms {
         }
         let elsewhere: Vec<(Box<str>, NodeName)> =
             before.iter().filter(|(_, node)| &**node != own_node).cloned().collect();
+        // One that waited heard every member elsewhere leave already; one that did not
+        // (its registration alone went missing) hears it of those it was paired with.
+        let heard_leaves = self.awaiting_registration.remove(address);
         for (member, _) in &elsewhere {
-            if self.remote.contains_key(member) {
+            if !heard_leaves && self.remote.contains_key(member) {
                 send(out, conn, Reply::PeerLeft { own: address, gone: member });
             }
         }
@@ -352,7 +360,10 @@ impl Rooms {
         }
         let Some(members) = self.rooms.get_mut(room) else { return };
         for member in members.iter() {
-            if let Some(holder) = member.local() {
+            // One awaiting its registration pairs with this one when registered.
+            if let Some(holder) = member.local()
+                && !self.awaiting_registration.contains(&member.address)
+            {
                 send(out, holder, Reply::Stun { own: &member.address, peer: address, initiator: false });
             }
         }
@@ -369,7 +380,10 @@ impl Rooms {
         let Some(members) = self.rooms.get_mut(room) else { return };
         members.retain(|m| &*m.address != address);
         for member in members.iter() {
-            if let Some(holder) = member.local() {
+            // One awaiting its registration is not paired with it (yet): nothing to undo.
+            if let Some(holder) = member.local()
+                && !self.awaiting_registration.contains(&member.address)
+            {
                 send(out, holder, Reply::PeerLeft { own: &member.address, gone: address });
             }
         }
@@ -413,6 +427,7 @@ impl Rooms {
         for address in gone {
             self.remote_left(&address, out);
         }
+        self.awaiting_registration = self.holders.keys().cloned().collect();
     }
 
     /// Cluster: `address` could not be registered again (another node took it, or its
@@ -421,6 +436,7 @@ impl Rooms {
         let Some(conn) = self.holder(address) else { return };
         send(out, conn, Reply::Left { address });
         self.holders.remove(address);
+        self.awaiting_registration.remove(address);
         if let Some(held) = self.held.get_mut(&conn) {
             held.retain(|a| &**a != address);
             if held.is_empty() {
@@ -433,6 +449,7 @@ impl Rooms {
     /// Gives up one address held by `conn` and tells the rest of its room.
     fn release(&mut self, conn: ConnId, address: &str, out: &mut Vec<Effect>) {
         self.holders.remove(address);
+        self.awaiting_registration.remove(address);
         if let Some(held) = self.held.get_mut(&conn) {
             held.retain(|a| &**a != address);
             if held.is_empty() {
@@ -884,6 +901,38 @@ mod tests {
         rooms.lost("r:b", &mut out);
         assert_eq!(lines(out), [r#"2 ["leave","r:b"]"#, r#"1 ["leave","r:a","r:b"]"#]);
         assert_eq!(rooms.held_by(2).len(), 0);
+    }
+
+    #[test]
+    fn after_a_registry_restart_each_pair_elsewhere_hears_one_leave_and_one_stun() {
+        let mut rooms = clustered_room();
+        let mut out = Vec::new();
+        rooms.forget_remote(&mut out);
+        assert_eq!(
+            lines(std::mem::take(&mut out)),
+            [r#"1 ["leave","r:a","r:x"]"#, r#"2 ["leave","r:b","r:x"]"#]
+        );
+        // x's node registered it first: a and b pair with it when they register.
+        rooms.remote_joined("r:x", "n2".into(), true, &mut out);
+        assert!(out.is_empty(), "members awaiting registration are not paired by others: {out:?}");
+        rooms.registered_again("r:a", &listed(&[("r:x", "n2")]), "here", &mut out);
+        assert_eq!(lines(std::mem::take(&mut out)), [r#"1 ["stun","r:a","r:x",true]"#]);
+        // y registers between a and b: a pairs with it now, b when registered.
+        rooms.remote_joined("r:y", "n3".into(), true, &mut out);
+        assert_eq!(lines(std::mem::take(&mut out)), [r#"1 ["stun","r:a","r:y",false]"#]);
+        rooms.registered_again(
+            "r:b",
+            &listed(&[("r:x", "n2"), ("r:a", "here"), ("r:y", "n3")]),
+            "here",
+            &mut out,
+        );
+        assert_eq!(
+            lines(std::mem::take(&mut out)),
+            [r#"2 ["stun","r:b","r:x",true]"#, r#"2 ["stun","r:b","r:y",true]"#]
+        );
+        // Registered: later events reach both as before.
+        rooms.remote_left("r:x", &mut out);
+        assert_eq!(lines(out), [r#"1 ["leave","r:a","r:x"]"#, r#"2 ["leave","r:b","r:x"]"#]);
     }
 
     #[test]
