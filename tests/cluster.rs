@@ -107,15 +107,6 @@ struct Pairs {
     /// peer -> whether this side initiates.
     paired: HashMap<String, bool>,
     stuns: usize,
-    /// `leave`s of peers not paired (see [`strict_leaves`]).
-    stray_leaves: usize,
-}
-
-/// Whether a `leave` of a peer not paired fails the test (docs/CLUSTER.md says it does
-/// not happen): only with DIVA_STRICT_LEAVES set, while the known bug in
-/// `Rooms::registered_again` is not fixed.
-fn strict_leaves() -> bool {
-    std::env::var_os("DIVA_STRICT_LEAVES").is_some()
 }
 
 impl Pairs {
@@ -132,19 +123,8 @@ impl Pairs {
             }
             Some("leave") if message[1] == own && message.as_array().unwrap().len() == 3 => {
                 let gone = message[2].as_str().unwrap();
-                if self.paired.remove(gone).is_none() {
-                    // KNOWN BUG, not fixed (reported): after Redis restarted empty, the
-                    // members of one node are registered one by one; the first one's
-                    // registration puts a member elsewhere back into the node's view, and
-                    // the next one's (Rooms::registered_again) then tells its holder that
-                    // member left although it had already heard so and was not paired
-                    // again yet. docs/CLUSTER.md promises one `leave` then one fresh stun
-                    // pair; this is a second `leave`. Counted here, not failed on, so that
-                    // the rest of the guarantees stay tested; DIVA_STRICT_LEAVES=1 makes it fail.
-                    assert!(!strict_leaves(), "{own}: leave of a peer not paired: {message}");
-                    eprintln!("KNOWN BUG: {own}: leave of a peer not paired: {message}");
-                    self.stray_leaves += 1;
-                }
+                // docs/CLUSTER.md: one `leave`, then one fresh stun pair, per pair.
+                assert!(self.paired.remove(gone).is_some(), "{own}: leave of a peer not paired: {message}");
             }
             _ => panic!("{own}: unexpected {message}"),
         }
