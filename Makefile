@@ -205,7 +205,7 @@ bench-peers:
 bench-smoke:
 	CARGO=$(CARGO) BENCH_STRICT=1 BENCH_REPEAT=1 BENCH_WARMUP=0.5 BENCH_DURATION=1 BENCH_LIMITS_WARMUP=0.5 \
 	  BENCH_HOT_PATH_MESSAGES=20000 \
-	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k mid-1k flood-ping flood-ping-limits tls-closed-1k-w1 nginx-tls-closed-1k-w1" \
+	  BENCH_SCENARIOS="start closed-1k-w1 closed-1k-w1-limits open-20k big-1k mid-1k flood-ping flood-ping-limits tls-closed-1k-w1 nginx-tls-closed-1k-w1 cluster-closed-1k-w1" \
 	  bash bench/run.sh
 
 # What reading, parsing, routing and framing a `signal` costs in process, without sockets.

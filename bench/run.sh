@@ -100,7 +100,7 @@ LIMITS_WARMUP=${BENCH_LIMITS_WARMUP:-12}
 DURATION=${BENCH_DURATION:-5}
 REPEAT=${BENCH_REPEAT:-3}
 HOLD=${BENCH_HOLD:-5}
-SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 nginx-tls-closed-1k-w1 tls-idle-10k"}
+SCENARIOS=${BENCH_SCENARIOS:-"start closed-1k-w1 closed-1k-w1-limits closed-1k-w16 open-20k open-20k-busy big-1k mid-1k flood-ping flood-ping-limits idle-10k idle-19k tls-closed-1k-w1 nginx-tls-closed-1k-w1 tls-idle-10k cluster-closed-1k-w1 cluster-open-20k"}
 BACKEND_PORT=$((PORT + 1)) # diva-signal behind nginx
 SERVER_CPU=0
 LOAD_CPU=1
@@ -382,7 +382,6 @@ for scenario in $SCENARIOS; do
       sleep 1
       continue
     fi
-    start_server "$server" "$OUT/$server/$scenario.server.log" $limits
     if [[ $scenario == nginx-* ]]; then
       start_server "$server" "$OUT/$server/$scenario.server.log" $limits "$BACKEND_PORT"
       start_nginx "$OUT/$server/$scenario.nginx"
