@@ -51,17 +51,6 @@ node_ready() {
   [[ $body == *'"redis":"up"'* && $body != *'"live_nodes":0'* ]]
 }
 
-stop_pid() {
-  [[ -n $1 ]] || return 0
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 # Node 2 and Redis (node 1 is SERVER_PID, which stop_server stops).
 stop_cluster() {
   stop_pid "$NODE2_PID"

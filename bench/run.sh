@@ -277,29 +277,27 @@ CONF
   return 1
 }
 
-stop_nginx() {
-  [[ -n $NGINX_PID ]] || return 0
-  kill -TERM "$NGINX_PID" 2>/dev/null || true
+# Stops process $1 (if any): TERM, up to 5 s for it to exit, then KILL.
+stop_pid() {
+  [[ -n $1 ]] || return 0
+  kill -TERM "$1" 2>/dev/null || true
   for _ in $(seq 50); do
-    kill -0 "$NGINX_PID" 2>/dev/null || break
+    kill -0 "$1" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL "$NGINX_PID" 2>/dev/null || true
-  wait "$NGINX_PID" 2>/dev/null || true
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+stop_nginx() {
+  stop_pid "$NGINX_PID"
   NGINX_PID=
 }
 
 stop_server() {
   stop_nginx
   stop_cluster
-  [[ -n $SERVER_PID ]] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  stop_pid "$SERVER_PID"
   SERVER_PID=
 }
 source bench/cluster.sh
