@@ -367,6 +367,10 @@ impl RedisLink {
                 },
             ));
         }
+        #[cfg(feature = "tls")]
+        if url.tls {
+            tls_name(&url.host)?;
+        }
         let addrs = url.resolve()?;
         let now = Instant::now();
         Ok(RedisLink {
@@ -553,9 +557,7 @@ impl RedisLink {
         let Some(config) = self.config.tls.as_ref().filter(|_| self.url.tls) else {
             return Ok(NetStream::Plain(tcp));
         };
-        let name = rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|err| {
-            io::Error::new(ErrorKind::InvalidInput, format!("TLS name {:?}: {err}", self.url.host))
-        })?;
+        let name = tls_name(&self.url.host)?;
         Ok(NetStream::Tls(Box::new(crate::tls::TlsStream::client(tcp, config.clone(), name)?)))
     }
 
@@ -873,6 +875,17 @@ impl RedisLink {
     }
 }
 
+/// The name Redis's certificate must show: the URL's host, a DNS name or an IP address.
+#[cfg(feature = "tls")]
+fn tls_name(host: &str) -> io::Result<rustls::pki_types::ServerName<'static>> {
+    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|err| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("rediss://{host}: not a name a certificate can show: {err}"),
+        )
+    })
+}
+
 /// Between half of `backoff` and all of it, so that nodes that lost Redis together do
 /// not come back in step.
 fn jittered(backoff: Duration) -> Duration {
@@ -951,6 +964,15 @@ mod tests {
         let url = RedisUrl::parse("rediss://127.0.0.1:1").unwrap();
         let err = RedisLink::new(&url, Token(0), LinkConfig::new("x")).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_rediss_host_must_be_a_name_a_certificate_can_show() {
+        assert!(tls_name("redis.example").is_ok());
+        assert!(tls_name("::1").is_ok());
+        let err = tls_name("under_score!").unwrap_err();
+        assert!(err.to_string().contains("rediss://under_score!"), "{err}");
     }
 
     #[test]
