@@ -33,7 +33,7 @@ pub use raw::{
     BINARY, CLOSE, CONTINUE, Frame, FrameHeader, MASK, OpCode, PING, PONG, RawClient, TEXT, client_frame,
     fragment, frame, header, header_bytes, text_frame,
 };
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTls, TlsOptions};
 pub use server::TestServer;
 pub use sockets::{connect_from, connect_small_rcvbuf, raise_fd_limit, set_fd_limit_in_child};
 
