@@ -62,7 +62,7 @@ pub struct RedisTls {
 impl RedisTls {
     /// A CA, a server certificate for `options.server_names`, a client certificate, and
     /// another CA with a client certificate of its own, as PEM files in `dir`.
-    fn generate(dir: &Path, options: &TlsOptions) -> RedisTls {
+    pub fn generate(dir: &Path, options: &TlsOptions) -> RedisTls {
         let (ca_pem, ca) = certificate_authority("diva-signal test Redis CA");
         let (other_pem, other) = certificate_authority("diva-signal unrelated CA");
         let write = |name: &str, text: &str| {
