@@ -785,11 +785,22 @@ mod over_tls {
     use super::*;
     use common::{RedisTls, TlsOptions, tls_flags};
 
-    /// Two nodes, Redis over TLS asking for client certificates: a room across the nodes
+    /// Two nodes, Redis over TLS asking for client certificates (one node given them by
+    /// flags, the other by REDIS_CA, REDIS_CERT and REDIS_KEY): a room across the nodes
     /// works as over plain TCP, and again after Redis restarted.
     #[test]
     fn two_nodes_over_rediss_share_a_room() {
-        let Some(mut cluster) = Cluster::start_tls(2, &[], TlsOptions::new(true)) else { return };
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let tls = redis.tls();
+        let by_flags = Node::start(&redis.url(), &flag_refs(&tls_flags(tls)));
+        let env = [
+            ("REDIS_CA", path(&tls.ca)),
+            ("REDIS_CERT", path(&tls.client_cert)),
+            ("REDIS_KEY", path(&tls.client_key)),
+        ];
+        let by_env = Node::start_with_env(&redis.url(), &[], &env);
+        let mut cluster = Cluster { nodes: vec![by_flags, by_env], redis };
+        cluster.wait_whole();
         for node in &cluster.nodes {
             let health = node.health();
             assert_eq!(health["cluster"]["redis"], "up", "{health}");
@@ -838,8 +849,9 @@ mod over_tls {
         let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
         let tls = redis.tls();
         let good = Node::start(&redis.url(), &flag_refs(&tls_flags(tls)));
+        // With a password in the URL: it is not shown in the log.
         let wrong_ca = Node::start(
-            &redis.url(),
+            &format!("rediss://:hunter2@127.0.0.1:{}", redis.port()),
             &[
                 "--redis-ca",
                 path(&tls.other_ca),
@@ -855,6 +867,8 @@ mod over_tls {
         let wrong_ca_why = wait_for_log(&wrong_ca, "redis: cannot connect to rediss://");
         assert!(wrong_ca_why.contains("certificate"), "{wrong_ca_why}");
         assert!(wrong_ca_why.contains("UnknownIssuer"), "{wrong_ca_why}");
+        assert!(wrong_ca_why.contains("rediss://:***@127.0.0.1:"), "{wrong_ca_why}");
+        assert!(!wrong_ca_why.contains("hunter2"), "the password was logged: {wrong_ca_why}");
         let no_cert_why = wait_for_log(&no_cert, "redis: cannot connect to rediss://");
         eprintln!("no client certificate: {no_cert_why}");
         for node in [&wrong_ca, &no_cert] {
@@ -874,6 +888,28 @@ mod over_tls {
         assert_eq!(redis.cli(&["ZCARD", "diva:nodes"]), "1");
         let mut client = good.client();
         join(&mut client, "g", "tls-up");
+    }
+
+    /// SIGTERM: the node gives up its addresses in Redis before it exits, over TLS too
+    /// (what rustls holds is written out before the socket is closed), so the member on
+    /// the other node hears the leave at once, not after the node timeout (10 s: its lease
+    /// runs out 7.5 s after the SIGTERM at the earliest).
+    #[test]
+    fn a_node_shut_down_over_tls_tells_the_other_node_at_once() {
+        let Some(cluster) = Cluster::start_tls(2, &["--node-timeout", "10"], TlsOptions::new(true)) else {
+            return;
+        };
+        let mut alice = cluster.nodes[0].client();
+        let mut bob = cluster.nodes[1].client();
+        let a = join(&mut alice, "a", "tls-term");
+        let b = join(&mut bob, "b", "tls-term");
+        assert_eq!(recv_soon(&mut bob), stun(&b, &a, true));
+        assert_eq!(recv_soon(&mut alice), stun(&a, &b, false));
+        cluster.nodes[1].signal(libc::SIGTERM);
+        assert_eq!(recv_within(&mut alice, Duration::from_secs(5)), Some(peer_left(&a, &b)));
+        assert_eq!(cluster.nodes[1].wait_exit().code(), Some(0));
+        wait_for_redis(&cluster.redis, &["ZCARD", "diva:nodes"], "1");
+        wait_for_redis(&cluster.redis, &["HEXISTS", "diva:owner", &b], "0");
     }
 
     /// Without `--redis-ca`, the system's CA certificates: `SSL_CERT_FILE` first.

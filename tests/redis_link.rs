@@ -550,8 +550,8 @@ mod over_tls {
     fn the_server_name_is_the_urls_host() {
         let named = |names: &[&str]| {
             RedisServer::start_tls(TlsOptions {
-                auth_clients: false,
                 server_names: names.iter().map(|n| n.to_string()).collect(),
+                ..TlsOptions::new(false)
             })
         };
         let url_with_host = |redis: &RedisServer, host: &str| format!("rediss://{host}:{}", redis.port());
@@ -646,5 +646,82 @@ mod over_tls {
         // A redis:// URL ignores TLS settings: plain to a plain port.
         let mut driver = Driver::new(&plain.url(), tls_config(&tls.tls().ca, None));
         driver.up();
+    }
+
+    /// A Redis that speaks TLS 1.2 only: the handshake differs (a client certificate is
+    /// refused within it, not after), the records too.
+    #[test]
+    fn tls_1_2_only() {
+        let options = TlsOptions { protocols: Some("TLSv1.2"), ..TlsOptions::new(true) };
+        let Some(redis) = RedisServer::start_tls(options) else { return };
+        let tls = redis.tls();
+        let mut driver = Driver::new(&redis.url(), trusting(tls));
+        driver.up();
+        let big = "z".repeat((2 << 20) + 1);
+        assert_eq!(driver.call(&["SET", "big", &big]), Value::Simple("OK".into()));
+        assert_eq!(driver.call(&["GET", "big"]), bulk(&big));
+        let mut without = Driver::new(&redis.url(), tls_config(&tls.ca, None));
+        let why = never_up(&mut without);
+        eprintln!("TLS 1.2 without a client certificate: {why}");
+        assert!(why.contains("TLS"), "{why}");
+        let mut unknown = Driver::new(&redis.url(), tls_config(&tls.other_ca, None));
+        let why = never_up(&mut unknown);
+        assert!(why.contains("UnknownIssuer"), "{why}");
+    }
+
+    /// Redis drops the connection itself (`CLIENT KILL`, Redis up all along): down, and
+    /// up again at once on a new TLS session (resumed, if rustls and Redis agree to).
+    #[test]
+    fn dropped_by_redis_over_tls_comes_back() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let mut driver = Driver::new(&redis.url(), trusting(redis.tls()));
+        driver.up();
+        for round in 1..=3 {
+            assert_eq!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "1", "round {round}");
+            let seen = driver.until("Down", |seen| !seen.is_empty());
+            assert!(matches!(seen[..], [LinkEvent::Down { unanswered: 0, .. }]), "{seen:?}");
+            driver.up();
+            assert_eq!(driver.link.stats().reconnects, round);
+            assert_eq!(driver.call(&["PING"]), Value::Simple("PONG".into()));
+        }
+    }
+
+    #[test]
+    fn auth_over_tls_with_the_right_password_and_a_wrong_one() {
+        let Some(redis) = RedisServer::start_tls_with_password(TlsOptions::new(false), "pw over tls") else {
+            return;
+        };
+        let ca = &redis.tls().ca;
+        let url = redis.url().replace("pw over tls", "pw%20over%20tls");
+        assert!(url.starts_with("rediss://:pw%20over%20tls@127.0.0.1:"), "{url}");
+        let mut good = Driver::new(&url, tls_config(ca, None));
+        good.up();
+        assert_eq!(good.call(&["ACL", "WHOAMI"]), bulk("default"));
+        let mut bad =
+            Driver::new(&format!("rediss://:wrong@127.0.0.1:{}", redis.port()), tls_config(ca, None));
+        let why = never_up(&mut bad);
+        assert!(why.contains("WRONGPASS") && !why.contains("wrong@"), "{why}");
+    }
+
+    /// `rediss://[::1]:PORT`: the address without brackets is the name checked, against
+    /// the certificate's IPv6 addresses. Skipped where the host has no `::1`.
+    #[test]
+    fn an_ipv6_host_is_checked_against_the_certificates_ipv6_addresses() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(false)) else { return };
+        if std::net::TcpStream::connect(("::1", redis.port())).is_err() {
+            eprintln!("skipped: no ::1 here");
+            return;
+        }
+        let url = format!("rediss://[::1]:{}", redis.port());
+        let mut driver = Driver::new(&url, tls_config(&redis.tls().ca, None));
+        driver.up();
+        assert_eq!(driver.call(&["PING"]), Value::Simple("PONG".into()));
+
+        let options = TlsOptions { server_names: vec!["127.0.0.1".into()], ..TlsOptions::new(false) };
+        let Some(v4_only) = RedisServer::start_tls(options) else { return };
+        let url = format!("rediss://[::1]:{}", v4_only.port());
+        let mut driver = Driver::new(&url, tls_config(&v4_only.tls().ca, None));
+        let why = never_up(&mut driver);
+        assert!(why.contains("not valid for name"), "{why}");
     }
 }

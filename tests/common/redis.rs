@@ -32,12 +32,19 @@ pub struct TlsOptions {
     pub auth_clients: bool,
     /// The server certificate's subject alternative names (an IP address becomes an IP SAN).
     pub server_names: Vec<String>,
+    /// `--tls-protocols`, say `"TLSv1.2"`; Redis's default (TLS 1.2 and 1.3) without.
+    pub protocols: Option<&'static str>,
 }
 
 impl TlsOptions {
-    /// A certificate for `127.0.0.1` and `localhost`; client certificates required or not.
+    /// A certificate for `127.0.0.1`, `::1` and `localhost`; client certificates required
+    /// or not.
     pub fn new(auth_clients: bool) -> TlsOptions {
-        TlsOptions { auth_clients, server_names: vec!["127.0.0.1".into(), "localhost".into()] }
+        TlsOptions {
+            auth_clients,
+            server_names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
+            protocols: None,
+        }
     }
 }
 
@@ -57,6 +64,7 @@ pub struct RedisTls {
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub auth_clients: bool,
+    pub protocols: Option<&'static str>,
 }
 
 impl RedisTls {
@@ -84,6 +92,7 @@ impl RedisTls {
             server_cert: write("server.pem", &server.0),
             server_key: write("server.key", &server.1),
             auth_clients: options.auth_clients,
+            protocols: options.protocols,
         }
     }
 }
@@ -127,8 +136,14 @@ impl RedisServer {
 
     /// Like [`RedisServer::start`], speaking TLS only, with certificates made for it
     /// ([`RedisServer::tls`]).
+    /// It listens on `::1` too when the host has it (`rediss://[::1]:PORT`).
     pub fn start_tls(options: TlsOptions) -> Option<RedisServer> {
         RedisServer::launch(None, Some(options))
+    }
+
+    /// Like [`RedisServer::start_tls`], with `--requirepass password`.
+    pub fn start_tls_with_password(options: TlsOptions, password: &str) -> Option<RedisServer> {
+        RedisServer::launch(Some(password.to_string()), Some(options))
     }
 
     fn launch(password: Option<String>, tls: Option<TlsOptions>) -> Option<RedisServer> {
@@ -216,13 +231,25 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
-        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        command.args(["--save", "", "--appendonly", "no"]);
         match &self.tls {
             None => {
-                command.args(["--port", &self.port.to_string()]);
+                command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
             }
             Some(tls) => {
-                command.args(["--port", "0", "--tls-port", &self.port.to_string()]);
+                // `-::1`: that one only if the host has it.
+                command.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "-::1",
+                ]);
+                if let Some(protocols) = tls.protocols {
+                    command.args(["--tls-protocols", protocols]);
+                }
                 command.arg("--tls-cert-file").arg(&tls.server_cert);
                 command.arg("--tls-key-file").arg(&tls.server_key);
                 command.arg("--tls-ca-cert-file").arg(&tls.ca);
