@@ -510,6 +510,28 @@ mod over_tls {
         }
     }
 
+    /// Setup commands are written while the TLS handshake is still under way: more than
+    /// rustls buffers before it (64 KiB) must wait for it and then go out whole.
+    #[test]
+    fn big_setup_commands_wait_for_the_handshake() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let value = "s".repeat(300 << 10);
+        let mut setup = trusting(redis.tls());
+        setup.setup = vec![
+            vec![b"SET".to_vec(), b"a".to_vec(), value.as_bytes().to_vec()],
+            vec![b"SET".to_vec(), b"b".to_vec(), value.as_bytes().to_vec()],
+        ];
+        let mut driver = Driver::new(&redis.url(), setup);
+        driver.up();
+        assert_eq!(driver.call(&["STRLEN", "a"]), Value::Integer(300 << 10));
+        assert_eq!(driver.call(&["GET", "b"]), bulk(&value));
+        // And again on every reconnect.
+        assert_eq!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "1");
+        driver.until("Down", |seen| !seen.is_empty());
+        driver.up();
+        assert_eq!(driver.call(&["STRLEN", "b"]), Value::Integer(300 << 10));
+    }
+
     #[test]
     fn client_certificate_required_up_with_it_refused_without() {
         let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
