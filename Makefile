@@ -53,10 +53,8 @@ release:
 	$(CARGO) build --release
 	$(call check-size,$(BIN))
 
-# musl links statically by default, and takes its flags from .cargo/config.toml (which env
-# RUSTFLAGS would replace); the glibc fallback is asked to.
 static:
-	$(if $(findstring musl,$(STATIC_TARGET)),,RUSTFLAGS="-C target-feature=+crt-static") $(CARGO) build --release --target $(STATIC_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET)
 	$(call check-size,$(STATIC_BIN))
 
 static-check: static

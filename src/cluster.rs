@@ -23,7 +23,7 @@ use mio::event::Event;
 use mio::{Registry, Token};
 
 use crate::metrics::ClusterStats;
-use crate::redis::{LinkConfig, LinkEvent, RedisLink, RedisUrl};
+use crate::redis::{LinkConfig, LinkEvent, RedisLink, RedisUrl, TlsSettings};
 use crate::resp::Value;
 use crate::rooms::{ConnId, NodeName};
 
@@ -257,6 +257,7 @@ impl Cluster {
         node_timeout: Duration,
         max_room_members: usize,
         token: Token,
+        tls: Option<TlsSettings>,
     ) -> io::Result<Cluster> {
         let node_number = fresh_node_id()?;
         let node = format!("{node_number:016x}");
@@ -276,6 +277,7 @@ impl Cluster {
             max_queued_bytes: MAX_QUEUED_BYTES + 2 * MAX_BATCH,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tls,
         };
         let link = RedisLink::new(url, token, config)?;
         info!("cluster node {node}, registry {url}, node timeout {node_timeout:?}");
@@ -310,6 +312,11 @@ impl Cluster {
     /// Whether calls that need Redis can be made now.
     pub fn available(&self) -> bool {
         self.link.is_up() && self.registered && self.owed.len() < MAX_OWED
+    }
+
+    /// TLS settings for the next connection to Redis (a reload of the `rediss://` files).
+    pub fn set_tls(&mut self, tls: TlsSettings) {
+        self.link.set_tls(tls);
     }
 
     pub fn stats(&self) -> ClusterStats {

@@ -70,6 +70,12 @@ pub struct Config {
     pub redis_url: Option<RedisUrl>,
     /// Cluster: a node that has not renewed its lease for this long is dead.
     pub node_timeout: Duration,
+    /// `rediss://`: the CA certificates (PEM) Redis's certificate must chain to; `None`:
+    /// the system's.
+    pub redis_ca: Option<PathBuf>,
+    /// `rediss://`: the certificate chain and key (PEM) shown to a Redis that asks.
+    pub redis_cert: Option<PathBuf>,
+    pub redis_key: Option<PathBuf>,
     /// Things in the configuration the operator should hear about, logged at start.
     pub warnings: Vec<String>,
 }
@@ -154,6 +160,9 @@ impl Default for Config {
             tls_key: None,
             redis_url: None,
             node_timeout: Duration::from_secs(10),
+            redis_ca: None,
+            redis_cert: None,
+            redis_key: None,
             warnings: Vec::new(),
         }
     }
@@ -488,7 +497,8 @@ const SETTINGS: &[Setting] = &[
         flag: "--redis-url",
         env: "REDIS_URL",
         default: "none",
-        help: "cluster: share rooms with other nodes through this Redis (redis://[[user]:password@]host[:port][/db])",
+        help: "cluster: share rooms with other nodes through this Redis \
+               (redis://[[user]:password@]host[:port][/db], rediss:// for TLS)",
         apply: |c, v| redis_url_into(&mut c.redis_url, v),
     },
     Setting {
@@ -498,6 +508,30 @@ const SETTINGS: &[Setting] = &[
         default: "10",
         help: "cluster: seconds after which a node that stopped renewing its lease is dead",
         apply: |c, v| seconds_into(&mut c.node_timeout, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--redis-ca",
+        env: "REDIS_CA",
+        default: "the system's",
+        help: "rediss://: CA certificates (PEM) that Redis's certificate must chain to",
+        apply: |c, v| path_into(&mut c.redis_ca, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--redis-cert",
+        env: "REDIS_CERT",
+        default: "none",
+        help: "rediss://: client certificate chain (PEM) for a Redis with tls-auth-clients (needs --redis-key)",
+        apply: |c, v| path_into(&mut c.redis_cert, v),
+    },
+    Setting {
+        switch: false,
+        flag: "--redis-key",
+        env: "REDIS_KEY",
+        default: "none",
+        help: "the private key of --redis-cert (PEM: PKCS#8, PKCS#1 or SEC1)",
+        apply: |c, v| path_into(&mut c.redis_key, v),
     },
     Setting {
         switch: false,
@@ -623,7 +657,35 @@ impl Config {
             }
             _ => {}
         }
-        Ok(())
+        self.check_redis_tls()
+    }
+
+    fn check_redis_tls(&self) -> Result<(), String> {
+        match (&self.redis_cert, &self.redis_key) {
+            (Some(_), None) => {
+                return Err("--redis-cert (REDIS_CERT) needs --redis-key (REDIS_KEY) too".into());
+            }
+            (None, Some(_)) => {
+                return Err("--redis-key (REDIS_KEY) needs --redis-cert (REDIS_CERT) too".into());
+            }
+            _ => {}
+        }
+        let files_given = self.redis_ca.is_some() || self.redis_cert.is_some();
+        match &self.redis_url {
+            Some(url) if url.tls && !cfg!(feature = "tls") => {
+                Err("rediss://: this build has no TLS (built without the `tls` feature)".into())
+            }
+            Some(url) if url.tls => Ok(()),
+            _ if files_given => {
+                Err("--redis-ca, --redis-cert and --redis-key are for a rediss:// --redis-url".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `rediss://`'s client certificate and key, when both are given.
+    pub fn redis_client_files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        Some((self.redis_cert.as_deref()?, self.redis_key.as_deref()?))
     }
 }
 
@@ -1018,6 +1080,28 @@ mod tests {
             let err = parse(args, env).expect_err("must be refused");
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.contains("(hidden)@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rediss_files_go_with_a_rediss_url_and_each_other() {
+        use std::path::Path;
+        let url = ["--redis-url", "rediss://h"];
+        let config = parse(&[&url[..], &["--redis-cert", "c.pem", "--redis-key", "k.pem"]].concat(), &[])
+            .expect("rediss with a client certificate");
+        assert_eq!(config.redis_client_files(), Some((Path::new("c.pem"), Path::new("k.pem"))));
+        assert_eq!(config.redis_ca, None);
+        let config = parse(&url, &[("REDIS_CA", "/etc/ca.pem")]).expect("rediss with a CA");
+        assert_eq!(config.redis_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(config.redis_client_files(), None);
+        for (args, says) in [
+            (&["--redis-url", "rediss://h", "--redis-cert", "c.pem"][..], "--redis-key"),
+            (&["--redis-url", "rediss://h", "--redis-key", "k.pem"][..], "--redis-cert"),
+            (&["--redis-url", "redis://h", "--redis-ca", "ca.pem"][..], "rediss://"),
+            (&["--redis-ca", "ca.pem"][..], "rediss://"),
+        ] {
+            let err = parse(args, &[]).expect_err("must be refused");
+            assert!(err.contains(says), "{args:?}: {err}");
         }
     }
 }

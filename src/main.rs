@@ -43,6 +43,15 @@ fn main() -> ExitCode {
         eprintln!("diva-signal: {why}");
         return ExitCode::from(2);
     }
+    // Likewise the files of a rediss:// link.
+    #[cfg(feature = "tls")]
+    if config.redis_url.as_ref().is_some_and(|url| url.tls)
+        && let Err(why) =
+            diva_signal::tls::redis_client_config(config.redis_ca.as_deref(), config.redis_client_files())
+    {
+        eprintln!("diva-signal: {why}");
+        return ExitCode::from(2);
+    }
     if let Err(err) = config.log_level.logger().init() {
         eprintln!("diva-signal: cannot start logging: {err}");
     }

@@ -1,6 +1,7 @@
 //! A connection to Redis on the server's own mio loop: [`RedisUrl`] says where, and
-//! [`RedisLink`] keeps one non-blocking TCP connection speaking RESP3, pipelined, with
-//! reconnects. Transport only: what the commands mean is the caller's business.
+//! [`RedisLink`] keeps one non-blocking TCP connection (with TLS over it for `rediss://`)
+//! speaking RESP3, pipelined, with reconnects. Transport only: what the commands mean is
+//! the caller's business.
 //!
 //! The link is driven like a client connection: the caller registers nothing itself but
 //! passes the link's events (`on_event`), calls `on_timer` when `next_deadline` is due
@@ -24,12 +25,15 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::resp::{self, Value};
+use crate::stream::NetStream;
 
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// Where Redis is: `redis://[[user]:password@]host[:port][/db]`.
+/// Where Redis is: `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
+    /// `rediss://`: TLS, and Redis's certificate is checked against the host.
+    pub tls: bool,
     /// A host name or an IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
@@ -42,14 +46,12 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     pub fn parse(url: &str) -> Result<RedisUrl, String> {
-        let rest = if let Some(rest) = url.strip_prefix("redis://") {
-            rest
-        } else if url.starts_with("rediss://") {
-            return Err(
-                "rediss:// is not supported yet: use redis:// (on a trusted network or a tunnel)".into()
-            );
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss://") {
+            (true, rest)
         } else {
-            return Err(format!("a Redis URL starts with redis:// (got {:?})", scheme_of(url)));
+            return Err(format!("a Redis URL starts with redis:// or rediss:// (got {:?})", scheme_of(url)));
         };
         if rest.contains(['?', '#']) {
             return Err("a Redis URL takes no query or fragment".into());
@@ -112,7 +114,7 @@ impl RedisUrl {
         if user.is_some() && password.is_none() {
             return Err("a Redis URL with a user needs a password: redis://user:password@host".into());
         }
-        Ok(RedisUrl { host: host.to_string(), port, db, user, password })
+        Ok(RedisUrl { tls, host: host.to_string(), port, db, user, password })
     }
 
     pub fn has_password(&self) -> bool {
@@ -133,7 +135,7 @@ impl RedisUrl {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
         match (&self.user, &self.password) {
             (Some(user), _) => write!(f, "{user}:***@")?,
             (None, Some(_)) => f.write_str(":***@")?,
@@ -198,7 +200,15 @@ pub struct LinkConfig {
     /// up to `backoff_max`, with jitter.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// What a `rediss://` link checks Redis with ([`crate::tls::redis_client_config`]).
+    pub tls: Option<TlsSettings>,
 }
+
+/// The TLS settings of a `rediss://` link; a build without TLS has none to give.
+#[cfg(feature = "tls")]
+pub type TlsSettings = std::sync::Arc<rustls::ClientConfig>;
+#[cfg(not(feature = "tls"))]
+pub type TlsSettings = std::convert::Infallible;
 
 impl LinkConfig {
     pub fn new(name: &str) -> LinkConfig {
@@ -209,6 +219,7 @@ impl LinkConfig {
             max_queued_bytes: 16 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -317,7 +328,7 @@ pub struct RedisLink {
     token: Token,
     config: LinkConfig,
     phase: Phase,
-    stream: Option<TcpStream>,
+    stream: Option<NetStream>,
     /// When the current phase began (connect attempt, handshake).
     phase_since: Instant,
     retry_at: Instant,
@@ -344,7 +355,18 @@ pub struct RedisLink {
 impl RedisLink {
     /// Resolves the host (blocking, once) and prepares the link; the first connection
     /// attempt is made by the first [`RedisLink::on_timer`].
+    /// A `rediss://` URL needs `config.tls`.
     pub fn new(url: &RedisUrl, token: Token, config: LinkConfig) -> io::Result<RedisLink> {
+        if url.tls && config.tls.is_none() {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                if cfg!(feature = "tls") {
+                    "rediss:// needs TLS settings (LinkConfig::tls)"
+                } else {
+                    "rediss://: this build has no TLS (built without the `tls` feature)"
+                },
+            ));
+        }
         let addrs = url.resolve()?;
         let now = Instant::now();
         Ok(RedisLink {
@@ -485,6 +507,11 @@ impl RedisLink {
         }
     }
 
+    /// TLS settings for the next connection; the one up (if any) keeps its session.
+    pub fn set_tls(&mut self, tls: TlsSettings) {
+        self.config.tls = Some(tls);
+    }
+
     pub fn stats(&self) -> &LinkStats {
         &self.stats
     }
@@ -503,8 +530,9 @@ impl RedisLink {
         let Some(&addr) = self.addrs.get(self.next_addr % self.addrs.len().max(1)) else { return };
         self.next_addr = self.next_addr.wrapping_add(1);
         debug!("redis: connecting to {} ({addr})", self.url);
-        let attempt = TcpStream::connect(addr).and_then(|mut stream| {
-            let _ = stream.set_nodelay(true);
+        let attempt = TcpStream::connect(addr).and_then(|tcp| {
+            let _ = tcp.set_nodelay(true);
+            let mut stream = self.over_tls(tcp)?;
             registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
         });
@@ -516,6 +544,24 @@ impl RedisLink {
             }
             Err(err) => self.fail(registry, now, format!("connect to {addr}: {err}"), out),
         }
+    }
+
+    /// TLS over `tcp` for `rediss://`; its handshake runs inside the first reads and
+    /// writes, bounded by the handshake's timeout like Redis's.
+    #[cfg(feature = "tls")]
+    fn over_tls(&self, tcp: TcpStream) -> io::Result<NetStream> {
+        let Some(config) = self.config.tls.as_ref().filter(|_| self.url.tls) else {
+            return Ok(NetStream::Plain(tcp));
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|err| {
+            io::Error::new(ErrorKind::InvalidInput, format!("TLS name {:?}: {err}", self.url.host))
+        })?;
+        Ok(NetStream::Tls(Box::new(crate::tls::TlsStream::client(tcp, config.clone(), name)?)))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn over_tls(&self, tcp: TcpStream) -> io::Result<NetStream> {
+        Ok(NetStream::Plain(tcp))
     }
 
     fn enter(&mut self, phase: Phase, now: Instant) {
@@ -562,7 +608,7 @@ impl RedisLink {
     /// After a writable (or any) event while connecting: connected, still connecting, or
     /// failed.
     fn check_connected(&mut self, now: Instant) -> Result<(), String> {
-        let Some(stream) = &self.stream else { return Ok(()) };
+        let Some(stream) = self.stream.as_ref().map(NetStream::tcp) else { return Ok(()) };
         if let Ok(Some(err)) | Err(err) = stream.take_error() {
             return Err(format!("connect: {err}"));
         }
@@ -626,6 +672,9 @@ impl RedisLink {
                     match err.kind() {
                         ErrorKind::WouldBlock => return Ok(true),
                         ErrorKind::Interrupted => {}
+                        _ if self.url.tls && err.kind() == ErrorKind::InvalidData => {
+                            return Err(format!("TLS: {err}"));
+                        }
                         _ => return Err(format!("read: {err}")),
                     }
                 }
@@ -657,6 +706,13 @@ impl RedisLink {
                     _ => return Err(format!("write: {err}")),
                 },
             }
+        }
+        // TLS: ciphertext rustls still holds (WouldBlock: the next writable edge takes it).
+        match stream.flush() {
+            Err(err) if err.kind() != ErrorKind::WouldBlock && err.kind() != ErrorKind::Interrupted => {
+                return Err(format!("write: {err}"));
+            }
+            _ => {}
         }
         self.output.clear();
         self.written = 0;
@@ -879,8 +935,26 @@ mod tests {
     }
 
     #[test]
+    fn rediss_urls_parse_with_tls() {
+        let url = RedisUrl::parse("rediss://u:pw@redis.example:6380/1").unwrap();
+        assert!(url.tls);
+        assert_eq!((url.host.as_str(), url.port, url.db), ("redis.example", 6380, 1));
+        assert_eq!(url.to_string(), "rediss://u:***@redis.example:6380/1");
+        let url = RedisUrl::parse("rediss://[::1]").unwrap();
+        assert!(url.tls && url.port == DEFAULT_PORT);
+        assert!(!RedisUrl::parse("redis://h").unwrap().tls);
+        assert!(RedisUrl::parse("redisss://h").unwrap_err().contains("redis:// or rediss://"));
+    }
+
+    #[test]
+    fn a_rediss_link_needs_tls_settings() {
+        let url = RedisUrl::parse("rediss://127.0.0.1:1").unwrap();
+        let err = RedisLink::new(&url, Token(0), LinkConfig::new("x")).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
     fn bad_urls_are_refused_with_a_reason() {
-        assert!(RedisUrl::parse("rediss://host").unwrap_err().contains("rediss:// is not supported yet"));
         for bad in [
             "http://host",
             "host:6379",

@@ -32,11 +32,11 @@ use crate::metrics::{CloseReason, Metrics, Stats};
 use crate::protocol::{self, ErrorCode, Reply};
 use crate::rate::TokenBucket;
 use crate::rooms::{ConnId, Effect, Rooms};
-use crate::stream::{self, ClientStream};
+use crate::stream::{self, NetStream};
 use crate::turn::{self, Secret};
 
 /// A client connection as this server has it: over plain TCP or TLS.
-type Conn = conn::Conn<ClientStream>;
+type Conn = conn::Conn<NetStream>;
 use crate::routes::{self, Entry, Routed, Site};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -174,6 +174,24 @@ pub struct Server {
     happenings: Vec<crate::cluster::Happening>,
 }
 
+/// The TLS settings of a `rediss://` link, read from the files the configuration names.
+#[cfg(feature = "tls")]
+fn redis_tls(config: &Config) -> io::Result<Option<crate::redis::TlsSettings>> {
+    match &config.redis_url {
+        Some(url) if url.tls => {
+            crate::tls::redis_client_config(config.redis_ca.as_deref(), config.redis_client_files())
+                .map(Some)
+                .map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn redis_tls(_config: &Config) -> io::Result<Option<crate::redis::TlsSettings>> {
+    Ok(None)
+}
+
 impl Server {
     /// Binds the listening socket and prepares the loop. Nothing runs until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
@@ -216,6 +234,7 @@ impl Server {
                 config.node_timeout,
                 config.room_limits.max_room_members,
                 CLUSTER,
+                redis_tls(&config)?,
             )?),
             None => None,
         };
@@ -478,12 +497,12 @@ impl Server {
     }
 
     /// The stream a freshly accepted socket becomes: TLS when the port speaks it.
-    fn client_stream(&self, tcp: TcpStream) -> io::Result<ClientStream> {
+    fn client_stream(&self, tcp: TcpStream) -> io::Result<NetStream> {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls {
-            return Ok(ClientStream::Tls(Box::new(crate::tls::TlsStream::new(tcp, config.clone())?)));
+            return Ok(NetStream::Tls(Box::new(crate::tls::TlsStream::new(tcp, config.clone())?)));
         }
-        Ok(ClientStream::Plain(tcp))
+        Ok(NetStream::Plain(tcp))
     }
 
     /// What reading the request head came to.
@@ -717,15 +736,38 @@ impl Server {
     }
 
     /// SIGHUP (`systemctl reload`): reads what may change on disk again, the TLS
-    /// certificate and key and the TURN secret file. Whatever fails keeps what it had.
+    /// certificate and key, the TURN secret file and the files of a `rediss://` link.
+    /// Whatever fails keeps what it had.
     fn reload(&mut self) {
         let mut sink = [0u8; 64];
         while matches!(self.reload_rx.read(&mut sink), Ok(n) if n > 0) {}
         let tls = self.reload_tls();
         let turn = self.reload_turn_secret();
-        if !tls && !turn {
-            info!("reload asked for: nothing to read again (no TLS files, no --turn-secret-file)");
+        let redis = self.reload_redis_tls();
+        if !tls && !turn && !redis {
+            info!(
+                "reload asked for: nothing to read again (no TLS files, no --turn-secret-file, no rediss://)"
+            );
         }
+    }
+
+    /// Reads the CA and client files of a `rediss://` link again: the next connection to
+    /// Redis uses them, the one up keeps its session. False without `rediss://`.
+    fn reload_redis_tls(&mut self) -> bool {
+        if !self.config.redis_url.as_ref().is_some_and(|url| url.tls) {
+            return false;
+        }
+        match redis_tls(&self.config) {
+            Ok(Some(settings)) => {
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.set_tls(settings);
+                }
+                info!("reloaded the rediss:// CA and client files: the next connection to Redis uses them");
+            }
+            Ok(None) => {}
+            Err(why) => log::error!("rediss:// reload failed, keeping the files loaded before: {why}"),
+        }
+        true
     }
 
     /// Reads `--turn-secret-file` again; on failure the old secret stays. False when there

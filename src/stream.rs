@@ -25,98 +25,107 @@ impl ByteStream for TcpStream {
     }
 }
 
-/// A client stream as the server holds it: plain TCP, or TLS over TCP when the port
-/// speaks TLS. One match per call, no dynamic dispatch; the TLS state is boxed so that
-/// a plain server's connections stay small.
-pub enum ClientStream {
+/// TCP, plain or with TLS over it: a client's stream when the port speaks TLS, the Redis
+/// link's with `rediss://`. One match per call, no dynamic dispatch; the TLS state is
+/// boxed so that a plain server's connections stay small.
+pub enum NetStream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::TlsStream>),
 }
 
-impl ClientStream {
+impl NetStream {
+    /// The TCP stream under it: for connect errors, the peer's address, socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            NetStream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            NetStream::Tls(s) => s.tcp(),
+        }
+    }
+
     /// True once, when a TLS handshake is found complete (never for plain TCP).
     pub fn take_handshake_completed(&mut self) -> bool {
         match self {
-            ClientStream::Plain(_) => false,
+            NetStream::Plain(_) => false,
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.take_handshake_completed(),
+            NetStream::Tls(s) => s.take_handshake_completed(),
         }
     }
 
     /// Why the TLS handshake failed, for a connection that ends before it completed.
     pub fn handshake_failure(&self, timed_out: bool) -> Option<crate::metrics::TlsFailure> {
         match self {
-            ClientStream::Plain(_) => {
+            NetStream::Plain(_) => {
                 let _ = timed_out;
                 None
             }
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.handshake_failure(timed_out),
+            NetStream::Tls(s) => s.handshake_failure(timed_out),
         }
     }
 }
 
-impl Read for ClientStream {
+impl Read for NetStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            ClientStream::Plain(s) => s.read(buf),
+            NetStream::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.read(buf),
+            NetStream::Tls(s) => s.read(buf),
         }
     }
 }
 
-impl Write for ClientStream {
+impl Write for NetStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            ClientStream::Plain(s) => s.write(buf),
+            NetStream::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.write(buf),
+            NetStream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.flush(),
+            NetStream::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.flush(),
+            NetStream::Tls(s) => s.flush(),
         }
     }
 }
 
-impl Source for ClientStream {
+impl Source for NetStream {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.register(registry, token, interests),
+            NetStream::Plain(s) => s.register(registry, token, interests),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.register(registry, token, interests),
+            NetStream::Tls(s) => s.register(registry, token, interests),
         }
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.reregister(registry, token, interests),
+            NetStream::Plain(s) => s.reregister(registry, token, interests),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.reregister(registry, token, interests),
+            NetStream::Tls(s) => s.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.deregister(registry),
+            NetStream::Plain(s) => s.deregister(registry),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.deregister(registry),
+            NetStream::Tls(s) => s.deregister(registry),
         }
     }
 }
 
-impl ByteStream for ClientStream {
+impl ByteStream for NetStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.shutdown_write(),
+            NetStream::Plain(s) => s.shutdown_write(),
             #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.shutdown_write(),
+            NetStream::Tls(s) => s.shutdown_write(),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Native TLS (feature `tls`): the server's certificate and key, and [`TlsStream`], a
-//! [`ByteStream`] that speaks TLS over a non-blocking TCP stream on the same mio loop.
+//! Native TLS (feature `tls`): the server's certificate and key, the trust a Redis link
+//! checks its server with, and [`TlsStream`], a [`ByteStream`] that speaks TLS over a
+//! non-blocking TCP stream on the same mio loop: as the server to a client, or as the
+//! client of Redis (`rediss://`).
 //!
 //! rustls does no I/O of its own: the stream moves ciphertext between the socket and
 //! rustls (`read_tls`, `write_tls`) and plaintext between rustls and the connection
@@ -24,8 +26,12 @@ use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, InconsistentKeys, RootCertStore, ServerConfig,
+    ServerConnection,
+};
 
 use crate::metrics::TlsFailure;
 use crate::stream::ByteStream;
@@ -45,15 +51,12 @@ pub struct Settings {
 /// Reads the certificate chain and key and builds the server's TLS settings: TLS 1.2 and
 /// 1.3 with the ring provider, ALPN `http/1.1`. The error is one line for the operator.
 pub fn load(cert: &Path, key: &Path) -> Result<Settings, String> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|err| format!("cannot read the TLS certificate {}: {err}", cert.display()))?;
+    let certs = read_certificates(cert, "the TLS certificate")?;
     let Some(first) = certs.first() else {
         return Err(format!("no certificate in {}", cert.display()));
     };
     let expires = not_after(first);
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|err| format!("cannot read the TLS key {}: {err}", key.display()))?;
+    let key_der = read_key(key, "the TLS key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -69,6 +72,95 @@ pub fn load(cert: &Path, key: &Path) -> Result<Settings, String> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Settings { config: Arc::new(config), expires })
+}
+
+/// Where the system's CA certificates are, in the order tried after `SSL_CERT_FILE`:
+/// Debian, Ubuntu and Alpine; Fedora and RHEL; openSUSE; Alpine's and the BSDs' other name.
+const SYSTEM_CA_FILES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The TLS settings of a Redis link (`rediss://`): Redis's certificate must chain to a CA
+/// in `ca` (PEM), or, without it, to one the system trusts; the name checked is the URL's
+/// host. `client` is a certificate chain and key to show Redis when it asks (Redis's
+/// `tls-auth-clients yes`, its default). Read once, at start; the error is one line.
+pub fn redis_client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let ca_file = match ca {
+        Some(path) => path.to_path_buf(),
+        None => system_ca_file().ok_or_else(|| {
+            format!(
+                "rediss:// needs CA certificates to check Redis with: --redis-ca FILE (none of \
+                 SSL_CERT_FILE, {} is there)",
+                SYSTEM_CA_FILES.join(", ")
+            )
+        })?,
+    };
+    let cas = read_certificates(&ca_file, "the CA certificates")?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        return Err(format!("no usable CA certificate in {}", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|err| format!("TLS: {err}"))?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certificates(cert, "the Redis client certificate")?;
+            if chain.is_empty() {
+                return Err(format!("no certificate in {}", cert.display()));
+            }
+            let key_der = read_key(key, "the Redis client key")?;
+            let signing_key = provider
+                .key_provider
+                .load_private_key(key_der)
+                .map_err(|err| format!("the Redis client key {}: {err}", key.display()))?;
+            let certified = CertifiedKey::new(chain, signing_key);
+            // A key that is not the certificate's is refused here. A certificate webpki
+            // cannot read (X.509 v1, as `openssl x509 -req` makes without extensions) is
+            // Redis's to judge: OpenSSL takes it.
+            if let Err(err @ rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) =
+                certified.keys_match()
+            {
+                return Err(format!(
+                    "the Redis client certificate {} and key {} do not go together: {err}",
+                    cert.display(),
+                    key.display()
+                ));
+            }
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// Every certificate in a PEM file; `what` names the file in the error.
+fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|err| format!("cannot read {what} {}: {err}", path.display()))
+}
+
+/// The first private key in a PEM file.
+fn read_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|err| format!("cannot read {what} {}: {err}", path.display()))
+}
+
+/// `SSL_CERT_FILE` (as OpenSSL reads it), else the first of [`SYSTEM_CA_FILES`] there.
+fn system_ca_file() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|path| !path.is_empty()) {
+        return Some(path.into());
+    }
+    SYSTEM_CA_FILES.iter().map(std::path::PathBuf::from).find(|path| path.is_file())
 }
 
 /// The notAfter of a DER certificate, in seconds since the Unix epoch: read by hand, as
@@ -137,10 +229,11 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// A TLS server connection over a non-blocking TCP stream.
+/// A TLS connection over a non-blocking TCP stream: the server's side of a client's, or
+/// the client's side of a Redis link.
 pub struct TlsStream {
     tcp: TcpStream,
-    tls: ServerConnection,
+    tls: Connection,
     /// The socket reported end of file: no more ciphertext will come.
     eof: bool,
     /// The completed handshake was counted ([`TlsStream::take_handshake_completed`]).
@@ -152,7 +245,22 @@ pub struct TlsStream {
 impl TlsStream {
     pub fn new(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
-        Ok(TlsStream { tcp, tls, eof: false, counted: false, failure: None })
+        Ok(TlsStream { tcp, tls: tls.into(), eof: false, counted: false, failure: None })
+    }
+
+    /// The client's side, to `server` (the name or IP address its certificate must show).
+    pub fn client(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        server: ServerName<'static>,
+    ) -> io::Result<TlsStream> {
+        let tls = ClientConnection::new(config, server).map_err(io::Error::other)?;
+        Ok(TlsStream { tcp, tls: tls.into(), eof: false, counted: false, failure: None })
+    }
+
+    /// The TCP stream under it: for connect errors, the peer's address, socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
     }
 
     /// True once, when the handshake is found complete: for the metrics.

@@ -742,7 +742,7 @@ fn redis_password_right_joins_the_cluster_wrong_does_not() {
 fn bad_cluster_flags_refuse_to_start_with_one_clear_line() {
     for (args, flag) in [
         (&["--redis-url", "nonsense"][..], "--redis-url"),
-        (&["--redis-url", "rediss://127.0.0.1:6379"][..], "--redis-url"),
+        (&["--redis-url", "rediss://127.0.0.1:6379", "--redis-cert", "/nonexistent"][..], "--redis-key"),
         (&["--redis-url", "redis://:hunter2@127.0.0.1:notaport"][..], "--redis-url"),
         (&["--node-timeout", "-1"][..], "--node-timeout"),
         (&["--node-timeout", "soon"][..], "--node-timeout"),
