@@ -912,6 +912,60 @@ mod over_tls {
         wait_for_redis(&cluster.redis, &["HEXISTS", "diva:owner", &b], "0");
     }
 
+    /// SIGHUP reads the `rediss://` files again: the next connection uses them. A CA file
+    /// that does not load keeps what was loaded before, and the node runs on.
+    #[test]
+    fn sighup_reads_the_rediss_files_again() {
+        let Some(mut redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let tls = redis.tls().clone();
+        let dir = temp_dir("reload");
+        let ca = dir.join("ca.pem");
+        std::fs::copy(&tls.other_ca, &ca).unwrap();
+        let node = Node::start(
+            &redis.url(),
+            &[
+                "--redis-ca",
+                path(&ca),
+                "--redis-cert",
+                path(&tls.client_cert),
+                "--redis-key",
+                path(&tls.client_key),
+            ],
+        );
+        let why = wait_for_log(&node, "redis: cannot connect to rediss://");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+
+        // Not a CA file: the reload fails, the node keeps the old CA and runs on.
+        std::fs::write(&ca, "not a PEM file\n").unwrap();
+        node.signal(libc::SIGHUP);
+        let failed = wait_for_log(&node, "rediss:// reload failed");
+        assert!(failed.contains(path(&ca)), "{failed}");
+        assert_eq!(node.health()["cluster"]["redis"], "down");
+
+        // The right CA: the next attempt is up.
+        std::fs::copy(&tls.ca, &ca).unwrap();
+        node.signal(libc::SIGHUP);
+        wait_for_log(&node, "reloaded the rediss://");
+        node.wait_for_cluster(1);
+        let mut client = node.client();
+        join(&mut client, "a", "reloaded");
+
+        // A CA that does not fit is read again while the link is up: the link stays up,
+        // and only its next connection (after Redis restarts) fails.
+        std::fs::copy(&tls.other_ca, &ca).unwrap();
+        node.signal(libc::SIGHUP);
+        wait_for_log(&node, "reloaded the rediss://");
+        assert_eq!(node.health()["cluster"]["redis"], "up");
+        assert_eq!(client.call(r#"["ping"]"#), json!(["pong"]));
+        let mut other = node.client();
+        join(&mut other, "b", "reloaded");
+        redis.restart();
+        let why = wait_for_log(&node, "redis: cannot connect to rediss://");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        node.wait_for_health("Redis down", |h| h["cluster"]["redis"] == "down");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Without `--redis-ca`, the system's CA certificates: `SSL_CERT_FILE` first.
     #[test]
     fn without_redis_ca_the_system_trust_is_used() {
