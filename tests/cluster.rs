@@ -2,7 +2,9 @@
 //! sharing rooms through a real redis-server (Debian's, started here on a loopback port;
 //! each test says so and passes when it is not installed), clients spread over the nodes.
 //! Every protocol rule holds across nodes as on one node; and the failures: a node
-//! killed or shut down, Redis killed and restarted empty, Redis paused, a wrong password.
+//! killed or shut down, Redis killed and restarted empty, Redis paused, a wrong password;
+//! and Redis over TLS (`rediss://`, module `over_tls`): client certificates, a wrong CA,
+//! the flags, SIGHUP.
 //!
 //! Scenarios that can share a cluster run on one, in parallel threads, each with rooms of
 //! its own; the failure tests start their own.
