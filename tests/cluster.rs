@@ -2,7 +2,9 @@
 //! sharing rooms through a real redis-server (Debian's, started here on a loopback port;
 //! each test says so and passes when it is not installed), clients spread over the nodes.
 //! Every protocol rule holds across nodes as on one node; and the failures: a node
-//! killed or shut down, Redis killed and restarted empty, Redis paused, a wrong password.
+//! killed or shut down, Redis killed and restarted empty, Redis paused, a wrong password;
+//! and Redis over TLS (`rediss://`, module `over_tls`): client certificates, a wrong CA,
+//! the flags, SIGHUP.
 //!
 //! Scenarios that can share a cluster run on one, in parallel threads, each with rooms of
 //! its own; the failure tests start their own.
@@ -771,4 +773,366 @@ fn bad_cluster_flags_refuse_to_start_with_one_clear_line() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis over TLS (`rediss://`, `--redis-ca`, `--redis-cert`, `--redis-key`).
+
+#[cfg(feature = "tls")]
+mod over_tls {
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+
+    use super::*;
+    use common::{RedisTls, TlsOptions, tls_flags};
+
+    /// Two nodes, Redis over TLS asking for client certificates (one node given them by
+    /// flags, the other by REDIS_CA, REDIS_CERT and REDIS_KEY): a room across the nodes
+    /// works as over plain TCP, and again after Redis restarted.
+    #[test]
+    fn two_nodes_over_rediss_share_a_room() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let tls = redis.tls();
+        let by_flags = Node::start(&redis.url(), &flag_refs(&tls_flags(tls)));
+        let env = [
+            ("REDIS_CA", path(&tls.ca)),
+            ("REDIS_CERT", path(&tls.client_cert)),
+            ("REDIS_KEY", path(&tls.client_key)),
+        ];
+        let by_env = Node::start_with_env(&redis.url(), &[], &env);
+        let mut cluster = Cluster { nodes: vec![by_flags, by_env], redis };
+        cluster.wait_whole();
+        for node in &cluster.nodes {
+            let health = node.health();
+            assert_eq!(health["cluster"]["redis"], "up", "{health}");
+            assert_eq!(health["cluster"]["live_nodes"], 2, "{health}");
+            assert_eq!(node.metric("diva_signal_redis_up"), 1.0);
+        }
+        assert_eq!(cluster.redis.cli(&["ZCARD", "diva:nodes"]), "2");
+        let mut alice = cluster.nodes[0].client();
+        let mut bob = cluster.nodes[1].client();
+        let a = join(&mut alice, "a", "tls");
+        let b = join(&mut bob, "b", "tls");
+        assert_eq!(recv_soon(&mut bob), stun(&b, &a, true));
+        assert_eq!(recv_soon(&mut alice), stun(&a, &b, false));
+        signal(&mut alice, &a, &b, r#"{"sdp":"offer"}"#);
+        assert_eq!(recv_soon(&mut bob), json!(["signal", b, a, {"sdp": "offer"}]));
+        signal(&mut bob, &b, &a, r#"{"sdp":"answer"}"#);
+        assert_eq!(recv_soon(&mut alice), json!(["signal", a, b, {"sdp": "answer"}]));
+
+        // Redis restarted (empty) over TLS: the nodes reconnect with their certificate and
+        // the pair across them is redone (one leave, one fresh stun pair).
+        cluster.redis.restart();
+        cluster.wait_whole();
+        let mut pairs = [Pairs::default(), Pairs::default()];
+        pairs[0].paired.insert(b.clone(), false);
+        pairs[1].paired.insert(a.clone(), true);
+        let until = Instant::now() + CLUSTER_PATIENCE;
+        while pairs[0].stuns == 0 || pairs[1].stuns == 0 {
+            assert!(Instant::now() < until, "the pair across the nodes was not redone");
+            let [pa, pb] = &mut pairs;
+            for (client, own, p) in [(&mut alice, &a, pa), (&mut bob, &b, pb)] {
+                if let Some(message) = recv_within(client, Duration::from_millis(100)) {
+                    p.apply(own, &message);
+                }
+            }
+        }
+        signal(&mut alice, &a, &b, r#""again""#);
+        assert_eq!(recv_soon(&mut bob), json!(["signal", b, a, "again"]));
+        assert!(cluster.nodes[0].metric("diva_signal_redis_reconnects_total") >= 1.0);
+    }
+
+    /// A node whose `--redis-ca` did not sign Redis's certificate, and one without the
+    /// client certificate Redis asks for: both run, serve, are not in the cluster, and
+    /// log why; a node with the right files next to them is.
+    #[test]
+    fn a_node_that_tls_keeps_from_redis_stays_up_and_says_why() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let tls = redis.tls();
+        let good = Node::start(&redis.url(), &flag_refs(&tls_flags(tls)));
+        // With a password in the URL: it is not shown in the log.
+        let wrong_ca = Node::start(
+            &format!("rediss://:hunter2@127.0.0.1:{}", redis.port()),
+            &[
+                "--redis-ca",
+                path(&tls.other_ca),
+                "--redis-cert",
+                path(&tls.client_cert),
+                "--redis-key",
+                path(&tls.client_key),
+            ],
+        );
+        let no_cert = Node::start(&redis.url(), &["--redis-ca", path(&tls.ca)]);
+        good.wait_for_cluster(1);
+
+        let wrong_ca_why = wait_for_log(&wrong_ca, "redis: cannot connect to rediss://");
+        assert!(wrong_ca_why.contains("certificate"), "{wrong_ca_why}");
+        assert!(wrong_ca_why.contains("UnknownIssuer"), "{wrong_ca_why}");
+        assert!(wrong_ca_why.contains("rediss://:***@127.0.0.1:"), "{wrong_ca_why}");
+        assert!(!wrong_ca_why.contains("hunter2"), "the password was logged: {wrong_ca_why}");
+        let no_cert_why = wait_for_log(&no_cert, "redis: cannot connect to rediss://");
+        eprintln!("no client certificate: {no_cert_why}");
+        for node in [&wrong_ca, &no_cert] {
+            let health = node.health();
+            assert_eq!(health["cluster"]["redis"], "down", "{health}");
+            assert_eq!(health["cluster"]["live_nodes"], 0, "{health}");
+            assert_eq!(node.metric("diva_signal_redis_up"), 0.0);
+            let mut client = node.client();
+            assert_refused(&client.call(r#"["join","x","tls-down"]"#), "join", "cluster-unavailable");
+            assert_eq!(client.call(r#"["ping"]"#), json!(["pong"]));
+        }
+        // Still trying, with backoff, and still running.
+        std::thread::sleep(Duration::from_millis(500));
+        for node in [&wrong_ca, &no_cert] {
+            assert_eq!(node.health()["cluster"]["redis"], "down");
+        }
+        assert_eq!(redis.cli(&["ZCARD", "diva:nodes"]), "1");
+        let mut client = good.client();
+        join(&mut client, "g", "tls-up");
+    }
+
+    /// SIGTERM: the node gives up its addresses in Redis before it exits, over TLS too
+    /// (what rustls holds is written out before the socket is closed), so the member on
+    /// the other node hears the leave at once, not after the node timeout (10 s: its lease
+    /// runs out 7.5 s after the SIGTERM at the earliest).
+    #[test]
+    fn a_node_shut_down_over_tls_tells_the_other_node_at_once() {
+        let Some(cluster) = Cluster::start_tls(2, &["--node-timeout", "10"], TlsOptions::new(true)) else {
+            return;
+        };
+        let mut alice = cluster.nodes[0].client();
+        let mut bob = cluster.nodes[1].client();
+        let a = join(&mut alice, "a", "tls-term");
+        let b = join(&mut bob, "b", "tls-term");
+        assert_eq!(recv_soon(&mut bob), stun(&b, &a, true));
+        assert_eq!(recv_soon(&mut alice), stun(&a, &b, false));
+        cluster.nodes[1].signal(libc::SIGTERM);
+        assert_eq!(recv_within(&mut alice, Duration::from_secs(5)), Some(peer_left(&a, &b)));
+        assert_eq!(cluster.nodes[1].wait_exit().code(), Some(0));
+        wait_for_redis(&cluster.redis, &["ZCARD", "diva:nodes"], "1");
+        wait_for_redis(&cluster.redis, &["HEXISTS", "diva:owner", &b], "0");
+    }
+
+    /// SIGHUP reads the `rediss://` files again: the next connection uses them. A CA file
+    /// that does not load keeps what was loaded before, and the node runs on.
+    #[test]
+    fn sighup_reads_the_rediss_files_again() {
+        let Some(mut redis) = RedisServer::start_tls(TlsOptions::new(true)) else { return };
+        let tls = redis.tls().clone();
+        let dir = temp_dir("reload");
+        let ca = dir.join("ca.pem");
+        std::fs::copy(&tls.other_ca, &ca).unwrap();
+        let node = Node::start(
+            &redis.url(),
+            &[
+                "--redis-ca",
+                path(&ca),
+                "--redis-cert",
+                path(&tls.client_cert),
+                "--redis-key",
+                path(&tls.client_key),
+            ],
+        );
+        let why = wait_for_log(&node, "redis: cannot connect to rediss://");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+
+        // Not a CA file: the reload fails, the node keeps the old CA and runs on.
+        std::fs::write(&ca, "not a PEM file\n").unwrap();
+        node.signal(libc::SIGHUP);
+        let failed = wait_for_log(&node, "rediss:// reload failed");
+        assert!(failed.contains(path(&ca)), "{failed}");
+        assert_eq!(node.health()["cluster"]["redis"], "down");
+
+        // The right CA: the next attempt is up.
+        std::fs::copy(&tls.ca, &ca).unwrap();
+        node.signal(libc::SIGHUP);
+        wait_for_log(&node, "reloaded the rediss://");
+        node.wait_for_cluster(1);
+        let mut client = node.client();
+        join(&mut client, "a", "reloaded");
+
+        // A CA that does not fit is read again while the link is up: the link stays up,
+        // and only its next connection (after Redis restarts) fails.
+        std::fs::copy(&tls.other_ca, &ca).unwrap();
+        node.signal(libc::SIGHUP);
+        wait_for_log(&node, "reloaded the rediss://");
+        assert_eq!(node.health()["cluster"]["redis"], "up");
+        assert_eq!(client.call(r#"["ping"]"#), json!(["pong"]));
+        let mut other = node.client();
+        join(&mut other, "b", "reloaded");
+        redis.restart();
+        let why = wait_for_log(&node, "redis: cannot connect to rediss://");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        node.wait_for_health("Redis down", |h| h["cluster"]["redis"] == "down");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without `--redis-ca`, the system's CA certificates: `SSL_CERT_FILE` first.
+    #[test]
+    fn without_redis_ca_the_system_trust_is_used() {
+        let Some(redis) = RedisServer::start_tls(TlsOptions::new(false)) else { return };
+        let tls = redis.tls();
+        let trusted = Node::start_with_env(&redis.url(), &[], &[("SSL_CERT_FILE", path(&tls.ca))]);
+        trusted.wait_for_cluster(1);
+        // The system's own bundle (or whatever SSL_CERT_FILE names) knows no test CA.
+        let untrusted = Node::start_with_env(&redis.url(), &[], &[("SSL_CERT_FILE", path(&tls.other_ca))]);
+        let why = wait_for_log(&untrusted, "redis: cannot connect to rediss://");
+        assert!(why.contains("certificate"), "{why}");
+        assert_eq!(untrusted.health()["cluster"]["redis"], "down");
+    }
+
+    #[test]
+    fn bad_rediss_flags_refuse_to_start_with_one_line() {
+        let dir = temp_dir("flags");
+        let tls = RedisTls::generate(&dir, &TlsOptions::new(true));
+        let missing = dir.join("missing.pem");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a PEM file\n").unwrap();
+        let rediss = "rediss://:hunter2@127.0.0.1:6380";
+        let (ca, cert, key) = (path(&tls.ca), path(&tls.client_cert), path(&tls.client_key));
+        type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (vec!["--redis-url", rediss, "--redis-cert", cert], vec![], vec!["--redis-cert", "--redis-key"]),
+            (vec!["--redis-url", rediss, "--redis-key", key], vec![], vec!["--redis-key", "--redis-cert"]),
+            (vec!["--redis-url", rediss], vec![("REDIS_CERT", cert)], vec!["REDIS_KEY"]),
+            (
+                vec!["--redis-url", "redis://127.0.0.1:6379", "--redis-ca", ca],
+                vec![],
+                vec!["--redis-ca", "rediss://"],
+            ),
+            (vec!["--redis-ca", ca], vec![], vec!["--redis-ca", "rediss://"]),
+            (
+                vec!["--redis-url", "redis://127.0.0.1:6379", "--redis-cert", cert, "--redis-key", key],
+                vec![],
+                vec!["rediss://"],
+            ),
+            (vec![], vec![("REDIS_URL", "redis://127.0.0.1"), ("REDIS_CA", ca)], vec!["rediss://"]),
+            (vec!["--redis-url", rediss, "--redis-ca", path(&missing)], vec![], vec!["CA", path(&missing)]),
+            (vec!["--redis-url", rediss, "--redis-ca", path(&dir)], vec![], vec!["CA", path(&dir)]),
+            (vec!["--redis-url", rediss, "--redis-ca", path(&garbage)], vec![], vec!["CA", path(&garbage)]),
+            (vec!["--redis-url", rediss, "--redis-ca", path(&tls.client_key)], vec![], vec!["CA"]),
+            (
+                vec![
+                    "--redis-url",
+                    rediss,
+                    "--redis-ca",
+                    ca,
+                    "--redis-cert",
+                    path(&missing),
+                    "--redis-key",
+                    key,
+                ],
+                vec![],
+                vec!["certificate", path(&missing)],
+            ),
+            (
+                vec![
+                    "--redis-url",
+                    rediss,
+                    "--redis-ca",
+                    ca,
+                    "--redis-cert",
+                    path(&garbage),
+                    "--redis-key",
+                    key,
+                ],
+                vec![],
+                vec![path(&garbage)],
+            ),
+            (
+                vec![
+                    "--redis-url",
+                    rediss,
+                    "--redis-ca",
+                    ca,
+                    "--redis-cert",
+                    cert,
+                    "--redis-key",
+                    path(&garbage),
+                ],
+                vec![],
+                vec!["key", path(&garbage)],
+            ),
+            (
+                vec!["--redis-url", rediss, "--redis-cert", cert, "--redis-key", path(&tls.stranger_key)],
+                vec![("SSL_CERT_FILE", ca)],
+                vec!["do not go together"],
+            ),
+            // No --redis-ca: the system's, here a file that is not there.
+            (vec!["--redis-url", rediss], vec![("SSL_CERT_FILE", path(&missing))], vec![path(&missing)]),
+        ];
+        for (args, env, expected) in cases {
+            let (code, stderr) = run_briefly(&args, &env);
+            assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?} {env:?}: {stderr}");
+            assert!(stderr.starts_with("diva-signal: "), "{args:?} {env:?}: {stderr}");
+            for part in expected {
+                assert!(stderr.contains(part), "{args:?} {env:?}: no {part:?} in {stderr}");
+            }
+            assert!(!stderr.contains("hunter2"), "the password was shown: {stderr}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn path(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+
+    fn flag_refs(flags: &[String]) -> Vec<&str> {
+        flags.iter().map(String::as_str).collect()
+    }
+
+    fn temp_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("diva-rediss-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Waits for a log line of `node` that contains `text`, within [`CLUSTER_PATIENCE`].
+    fn wait_for_log(node: &Node, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = node.log_lines().into_iter().find(|line| line.contains(text)) {
+                return line;
+            }
+            assert!(start.elapsed() < CLUSTER_PATIENCE, "no log line with {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the binary with `args` and `env` (without the caller's Redis and TLS
+    /// settings); its exit code and standard error. One that is still running after 10 s
+    /// (it started, though it should not have) is killed: the code is then `None`.
+    fn run_briefly(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let mut command = Command::new(SERVER_BIN);
+        command.args(["--bind", "127.0.0.1", "--port", "0"]).args(args);
+        for name in
+            ["PORT", "REDIS_URL", "REDIS_CA", "REDIS_CERT", "REDIS_KEY", "SSL_CERT_FILE", "NODE_TIMEOUT"]
+        {
+            command.env_remove(name);
+        }
+        let mut child = command
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (status.and_then(|s| s.code()), stderr)
+    }
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 use tungstenite::Message;
 
 use super::{
-    Client, PATIENCE, QUIET, RedisServer, Spawned, is_timeout_or_interrupted, server_command, spawn_server,
+    Client, PATIENCE, QUIET, RedisServer, RedisTls, Spawned, TlsOptions, is_timeout_or_interrupted,
+    server_command, spawn_server,
 };
 
 /// How long a test waits for something across the cluster: a node's lease, a reconnect
@@ -36,10 +37,21 @@ pub struct Node {
 impl Node {
     /// Starts the binary with `--redis-url url --node-timeout NODE_TIMEOUT_SECS` and `extra`.
     pub fn start(url: &str, extra: &[&str]) -> Node {
+        Node::start_with_env(url, extra, &[])
+    }
+
+    /// Like [`Node::start`], with `env` set (and `REDIS_*` and `SSL_CERT_FILE` of the
+    /// caller's environment removed).
+    pub fn start_with_env(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let timeout = NODE_TIMEOUT_SECS.to_string();
         let mut args = vec!["--redis-url", url, "--node-timeout", &timeout];
         args.extend_from_slice(extra);
-        let spawned = spawn_server(server_command(&args));
+        let mut command = server_command(&args);
+        for name in ["REDIS_URL", "REDIS_CA", "REDIS_CERT", "REDIS_KEY", "SSL_CERT_FILE", "NODE_TIMEOUT"] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        let spawned = spawn_server(command);
         let addr = spawned.addr.parse().expect("node address");
         let pid = spawned.child.id();
         Node { addr, pid, spawned: Mutex::new(spawned) }
@@ -151,6 +163,20 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// Like [`Cluster::start`] with Redis over TLS ([`RedisServer::start_tls`]): each node
+    /// has `--redis-ca` and the client certificate ([`tls_flags`]).
+    pub fn start_tls(n: usize, extra: &[&str], options: TlsOptions) -> Option<Cluster> {
+        let redis = RedisServer::start_tls(options)?;
+        let url = redis.url();
+        let mut flags = tls_flags(redis.tls());
+        flags.extend(extra.iter().map(|flag| flag.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let nodes: Vec<Node> = (0..n).map(|_| Node::start(&url, &flags)).collect();
+        let cluster = Cluster { nodes, redis };
+        cluster.wait_whole();
+        Some(cluster)
+    }
+
     /// Waits until every node has Redis and sees all nodes live.
     pub fn wait_whole(&self) {
         let live = self.nodes.len() as u64;
@@ -158,6 +184,19 @@ impl Cluster {
             node.wait_for_cluster(live);
         }
     }
+}
+
+/// `--redis-ca CA --redis-cert CLIENT --redis-key KEY` for a Redis over TLS.
+pub fn tls_flags(tls: &RedisTls) -> Vec<String> {
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+    vec![
+        "--redis-ca".into(),
+        path(&tls.ca),
+        "--redis-cert".into(),
+        path(&tls.client_cert),
+        "--redis-key".into(),
+        path(&tls.client_key),
+    ]
 }
 
 /// Pauses Redis (SIGSTOP) and resumes it (SIGCONT) when dropped, even on a panic.

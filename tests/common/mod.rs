@@ -25,7 +25,7 @@ use serde_json::Value;
 pub use client::{Client, Reader, ws_handshake};
 pub use cluster::{
     CLUSTER_PATIENCE, Cluster, NODE_TIMEOUT_SECS, Node, Paused, closed_within, drain, expect_set, leftovers,
-    recv_soon, recv_within, wait_for_redis,
+    recv_soon, recv_within, tls_flags, wait_for_redis,
 };
 pub use coturn::Coturn;
 pub use process::{SERVER_BIN, Spawned, server_command, spawn_server};
@@ -33,7 +33,7 @@ pub use raw::{
     BINARY, CLOSE, CONTINUE, Frame, FrameHeader, MASK, OpCode, PING, PONG, RawClient, TEXT, client_frame,
     fragment, frame, header, header_bytes, text_frame,
 };
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTls, TlsOptions};
 pub use server::TestServer;
 pub use sockets::{connect_from, connect_small_rcvbuf, raise_fd_limit, set_fd_limit_in_child};
 
