@@ -1087,13 +1087,21 @@ mod tests {
     fn rediss_files_go_with_a_rediss_url_and_each_other() {
         use std::path::Path;
         let url = ["--redis-url", "rediss://h"];
-        let config = parse(&[&url[..], &["--redis-cert", "c.pem", "--redis-key", "k.pem"]].concat(), &[])
-            .expect("rediss with a client certificate");
-        assert_eq!(config.redis_client_files(), Some((Path::new("c.pem"), Path::new("k.pem"))));
-        assert_eq!(config.redis_ca, None);
-        let config = parse(&url, &[("REDIS_CA", "/etc/ca.pem")]).expect("rediss with a CA");
-        assert_eq!(config.redis_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
-        assert_eq!(config.redis_client_files(), None);
+        let with_client =
+            parse(&[&url[..], &["--redis-cert", "c.pem", "--redis-key", "k.pem"]].concat(), &[]);
+        let with_ca = parse(&url, &[("REDIS_CA", "/etc/ca.pem")]);
+        if cfg!(feature = "tls") {
+            let config = with_client.expect("rediss with a client certificate");
+            assert_eq!(config.redis_client_files(), Some((Path::new("c.pem"), Path::new("k.pem"))));
+            assert_eq!(config.redis_ca, None);
+            let config = with_ca.expect("rediss with a CA");
+            assert_eq!(config.redis_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+            assert_eq!(config.redis_client_files(), None);
+        } else {
+            for refused in [with_client, with_ca] {
+                assert!(refused.expect_err("no TLS in this build").contains("no TLS"));
+            }
+        }
         for (args, says) in [
             (&["--redis-url", "rediss://h", "--redis-cert", "c.pem"][..], "--redis-key"),
             (&["--redis-url", "rediss://h", "--redis-key", "k.pem"][..], "--redis-cert"),
