@@ -45,10 +45,7 @@ fn main() -> ExitCode {
     }
     // Likewise the files of a rediss:// link.
     #[cfg(feature = "tls")]
-    if config.redis_url.as_ref().is_some_and(|url| url.tls)
-        && let Err(why) =
-            diva_signal::tls::redis_client_config(config.redis_ca.as_deref(), config.redis_client_files())
-    {
+    if let Err(why) = diva_signal::tls::redis_settings(&config) {
         eprintln!("diva-signal: {why}");
         return ExitCode::from(2);
     }

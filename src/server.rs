@@ -177,14 +177,7 @@ pub struct Server {
 /// The TLS settings of a `rediss://` link, read from the files the configuration names.
 #[cfg(feature = "tls")]
 fn redis_tls(config: &Config) -> io::Result<Option<crate::redis::TlsSettings>> {
-    match &config.redis_url {
-        Some(url) if url.tls => {
-            crate::tls::redis_client_config(config.redis_ca.as_deref(), config.redis_client_files())
-                .map(Some)
-                .map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))
-        }
-        _ => Ok(None),
-    }
+    crate::tls::redis_settings(config).map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))
 }
 
 #[cfg(not(feature = "tls"))]

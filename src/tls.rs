@@ -143,6 +143,17 @@ pub fn redis_client_config(
     Ok(Arc::new(config))
 }
 
+/// [`redis_client_config`] from the files `config` names when its Redis URL is
+/// `rediss://`; `None` otherwise.
+pub fn redis_settings(config: &crate::config::Config) -> Result<Option<Arc<ClientConfig>>, String> {
+    match &config.redis_url {
+        Some(url) if url.tls => {
+            redis_client_config(config.redis_ca.as_deref(), config.redis_client_files()).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Every certificate in a PEM file; `what` names the file in the error.
 fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_file_iter(path)
